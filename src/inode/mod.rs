@@ -1,0 +1,147 @@
+//! The persistent inode table.
+//!
+//! strata gives every file an st_ino that never changes. A file that lives in one layer only gets
+//! a number derived from (layer, inode in that layer), which needs no table at all. The table
+//! records the one case that derivation cannot cover: a file copied up from a lower layer keeps
+//! the number it had below, so its upper inode maps to the lower-derived number. Hard links share
+//! the upper inode and so share the number; a rename keeps the upper inode and so keeps it too.
+//!
+//! The whole table is loaded into a DashMap at mount: lookups never touch RocksDB. Writes go
+//! to both, RocksDB through its write-ahead log, and are flushed at unmount.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use dashmap::DashMap;
+
+/// Bits reserved for the inode number inside a layer; the layer index sits above them.
+const INO_BITS: u32 = 48;
+const INO_MASK: u64 = (1 << INO_BITS) - 1;
+
+/// The st_ino strata reports for inode `ino` of layer `layer` (0 = upper, 1.. = lowers).
+/// Inode numbers wider than 48 bits are folded, which can in theory collide; filesystems that
+/// hand out such numbers are rare (ext4 and tmpfs stay below 2^32).
+pub fn encode(layer: usize, ino: u64) -> u64 {
+    let folded = (ino & INO_MASK) ^ (ino >> INO_BITS);
+    ((layer as u64 + 1) << INO_BITS) | folded
+}
+
+pub struct InodeTable {
+    map: DashMap<u64, u64>,
+    db: Option<rocksdb::DB>,
+}
+
+fn key(upper_ino: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = b'u';
+    k[1..].copy_from_slice(&upper_ino.to_be_bytes());
+    k
+}
+
+impl InodeTable {
+    /// A table kept in memory only (read-only mounts).
+    pub fn in_memory() -> Self {
+        InodeTable {
+            map: DashMap::new(),
+            db: None,
+        }
+    }
+
+    /// Open (or create) the table at `dir` and load it.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::None);
+        opts.set_max_background_jobs(1);
+        opts.set_keep_log_file_num(2);
+        opts.set_max_log_file_size(1 << 20);
+        opts.set_write_buffer_size(4 << 20);
+        let db = rocksdb::DB::open(&opts, dir)
+            .with_context(|| format!("cannot open the inode table at {}", dir.display()))?;
+        let map = DashMap::new();
+        for item in db.prefix_iterator(b"u") {
+            let (k, v) = item.context("reading the inode table")?;
+            if k.len() != 9 || k[0] != b'u' {
+                break;
+            }
+            let upper = u64::from_be_bytes(k[1..9].try_into().unwrap());
+            let ino: u64 = bincode::deserialize(&v).context("corrupt inode table entry")?;
+            map.insert(upper, ino);
+        }
+        Ok(InodeTable { map, db: Some(db) })
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The number a copied-up upper inode stands for, if it was copied up.
+    pub fn get(&self, upper_ino: u64) -> Option<u64> {
+        self.map.get(&upper_ino).map(|v| *v)
+    }
+
+    /// Record that upper inode `upper_ino` carries st_ino `ino`. Called before the copy is
+    /// renamed into place, so a visible copy always has its entry.
+    pub fn insert(&self, upper_ino: u64, ino: u64) -> std::io::Result<()> {
+        if let Some(db) = &self.db {
+            db.put(key(upper_ino), bincode::serialize(&ino).unwrap())
+                .map_err(std::io::Error::other)?;
+        }
+        self.map.insert(upper_ino, ino);
+        Ok(())
+    }
+
+    /// Forget an upper inode whose last link is gone, so that a new file that reuses the
+    /// inode number does not inherit the old identity.
+    pub fn remove(&self, upper_ino: u64) {
+        if self.map.remove(&upper_ino).is_some() {
+            if let Some(db) = &self.db {
+                if let Err(e) = db.delete(key(upper_ino)) {
+                    log::warn!("inode table: cannot delete entry {upper_ino}: {e}");
+                }
+            }
+        }
+    }
+
+    pub fn flush(&self) {
+        if let Some(db) = &self.db {
+            if let Err(e) = db.flush_wal(true).and_then(|_| db.flush()) {
+                log::warn!("inode table: flush failed: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for InodeTable {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_keeps_layers_apart() {
+        assert_ne!(encode(0, 5), encode(1, 5));
+        assert_eq!(encode(2, 7) & INO_MASK, 7);
+        assert_ne!(encode(0, 1), 1, "never collides with the FUSE root id");
+    }
+
+    #[test]
+    fn table_persists_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let t = InodeTable::open(dir.path()).unwrap();
+            t.insert(42, encode(1, 9)).unwrap();
+            t.insert(43, encode(2, 10)).unwrap();
+            t.remove(43);
+        }
+        let t = InodeTable::open(dir.path()).unwrap();
+        assert_eq!(t.get(42), Some(encode(1, 9)));
+        assert_eq!(t.get(43), None);
+        assert_eq!(t.len(), 1);
+    }
+}
