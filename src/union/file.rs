@@ -1,0 +1,201 @@
+//! Open files and attribute changes. A file opened for writing is copied up first; reads of
+//! lower files go straight to the lower layer. Data I/O uses the handle's fd and takes no lock.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::Union;
+use crate::sys::{self, Res};
+
+pub struct Handle {
+    pub fd: OwnedFd,
+    pub id: u64,
+}
+
+/// A time for setattr: a given time or "now".
+#[derive(Clone, Copy, Debug)]
+pub enum SetTime {
+    At(SystemTime),
+    Now,
+}
+
+#[derive(Default, Debug)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<SetTime>,
+    pub mtime: Option<SetTime>,
+    pub fh: Option<u64>,
+}
+
+fn timespec(t: Option<SetTime>) -> libc::timespec {
+    match t {
+        None => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        Some(SetTime::Now) => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+        Some(SetTime::At(t)) => {
+            let (sec, nsec) = match t.duration_since(SystemTime::UNIX_EPOCH) {
+                Ok(d) => (d.as_secs() as i64, d.subsec_nanos() as i64),
+                Err(e) => {
+                    let d = e.duration();
+                    let mut s = -(d.as_secs() as i64);
+                    let mut n = d.subsec_nanos() as i64;
+                    if n > 0 {
+                        s -= 1;
+                        n = 1_000_000_000 - n;
+                    }
+                    (s, n)
+                }
+            };
+            libc::timespec {
+                tv_sec: sec,
+                tv_nsec: nsec,
+            }
+        }
+    }
+}
+
+pub fn wants_write(flags: i32) -> bool {
+    flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0
+}
+
+impl Union {
+    pub fn open(&self, id: u64, flags: i32) -> Res<u64> {
+        let fd = if wants_write(flags) {
+            self.writable()?;
+            let _g = self.write_ns();
+            self.copy_up(id)?;
+            self.open_top(id, flags)?
+        } else {
+            let _g = self.read_ns();
+            self.open_top(id, flags)?
+        };
+        Ok(self.add_handle(id, fd))
+    }
+
+    pub(crate) fn add_handle(&self, id: u64, fd: OwnedFd) -> u64 {
+        let fh = self.next_fh();
+        self.files.insert(fh, Arc::new(Handle { fd, id }));
+        fh
+    }
+
+    fn open_top(&self, id: u64, flags: i32) -> Res<OwnedFd> {
+        let (st, path) = self.resolve(id)?;
+        let (layer, parent, name) = self.top_of(&st, &path);
+        let dfd = self.layer(layer).dir(&parent)?;
+        let keep = !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY);
+        sys::openat(dfd.as_raw_fd(), &name, flags & keep, 0)
+    }
+
+    pub fn handle(&self, fh: u64) -> Res<Arc<Handle>> {
+        self.files.get(&fh).map(|h| h.clone()).ok_or(libc::EBADF)
+    }
+
+    pub fn release(&self, fh: u64) {
+        self.files.remove(&fh);
+    }
+
+    pub fn read(&self, fh: u64, off: u64, size: u32) -> Res<Vec<u8>> {
+        let h = self.handle(fh)?;
+        let mut buf = vec![0u8; size as usize];
+        let mut got = 0;
+        while got < buf.len() {
+            let n = sys::pread(h.fd.as_raw_fd(), &mut buf[got..], off + got as u64)?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        buf.truncate(got);
+        Ok(buf)
+    }
+
+    pub fn write(&self, fh: u64, off: u64, data: &[u8]) -> Res<usize> {
+        let h = self.handle(fh)?;
+        sys::pwrite(h.fd.as_raw_fd(), data, off)
+    }
+
+    pub fn fsync(&self, fh: u64, datasync: bool) -> Res<()> {
+        let h = self.handle(fh)?;
+        sys::fsync(h.fd.as_raw_fd(), datasync)
+    }
+
+    pub fn fallocate(&self, fh: u64, off: u64, len: u64, mode: i32) -> Res<()> {
+        let h = self.handle(fh)?;
+        sys::fallocate(h.fd.as_raw_fd(), mode, off, len)
+    }
+
+    pub fn lseek(&self, fh: u64, off: i64, whence: i32) -> Res<i64> {
+        let h = self.handle(fh)?;
+        let r = unsafe { libc::lseek(h.fd.as_raw_fd(), off, whence) };
+        if r < 0 {
+            Err(std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO))
+        } else {
+            Ok(r)
+        }
+    }
+
+    /// The stat of an open file, which stays valid after its last name is gone.
+    pub fn fgetattr(&self, fh: u64) -> Res<libc::stat> {
+        let h = self.handle(fh)?;
+        let mut st = sys::fstat(h.fd.as_raw_fd())?;
+        st.st_ino = h.id;
+        Ok(st)
+    }
+
+    pub fn setattr(&self, id: u64, a: &SetAttr) -> Res<libc::stat> {
+        self.writable()?;
+        let _g = self.write_ns();
+        self.copy_up(id)?;
+        let (_, path) = self.resolve(id)?;
+        let pfd = self.layer(0).dir(path.parent().unwrap_or(Path::new("")))?;
+        let pfd = pfd.as_raw_fd();
+        // For the root, the name is empty and the calls act on the parent fd (the root) itself.
+        let name = path.file_name().unwrap_or(OsStr::new("")).to_os_string();
+        let name = name.as_os_str();
+        if a.uid.is_some() || a.gid.is_some() {
+            let cur = sys::fstatat(pfd, name)?;
+            let uid = a.uid.unwrap_or(u32::MAX);
+            let gid = a.gid.unwrap_or(u32::MAX);
+            match sys::lchownat(pfd, name, uid, gid) {
+                Err(libc::EPERM) if self.opts.xattr_permissions => {
+                    let mut shown = cur;
+                    super::xattr::apply_override(pfd, name, &mut shown);
+                    let uid = a.uid.unwrap_or(shown.st_uid);
+                    let gid = a.gid.unwrap_or(shown.st_gid);
+                    super::xattr::set_override(pfd, name, uid, gid, shown.st_mode)?;
+                }
+                r => r?,
+            }
+        }
+        if let Some(mode) = a.mode {
+            sys::chmodat(pfd, name, mode & 0o7777)?;
+        }
+        if let Some(size) = a.size {
+            match a.fh.and_then(|fh| self.handle(fh).ok()) {
+                Some(h) => sys::ftruncate(h.fd.as_raw_fd(), size)?,
+                None => {
+                    let f = sys::openat(pfd, name, libc::O_WRONLY, 0)?;
+                    sys::ftruncate(f.as_raw_fd(), size)?;
+                }
+            }
+        }
+        if a.atime.is_some() || a.mtime.is_some() {
+            sys::utimensat(pfd, name, &[timespec(a.atime), timespec(a.mtime)])?;
+        }
+        drop(_g);
+        self.getattr(id)
+    }
+}

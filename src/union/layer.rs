@@ -1,0 +1,232 @@
+//! A layer: a directory tree reached only through its root fd, and the on-disk overlay formats
+//! (whiteouts, opaque markers, redirects) read from it and written to it.
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::sys::{self, Res};
+
+pub const WH_PREFIX: &[u8] = b".wh.";
+pub const WH_OPAQUE: &str = ".wh..wh..opq";
+
+/// Which xattr namespace carries overlay metadata in a layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XattrNs {
+    Trusted,
+    User,
+}
+
+impl XattrNs {
+    pub fn opaque(self) -> &'static str {
+        match self {
+            XattrNs::Trusted => "trusted.overlay.opaque",
+            XattrNs::User => "user.overlay.opaque",
+        }
+    }
+    pub fn redirect(self) -> &'static str {
+        match self {
+            XattrNs::Trusted => "trusted.overlay.redirect",
+            XattrNs::User => "user.overlay.redirect",
+        }
+    }
+}
+
+/// Xattrs that are overlay bookkeeping and never shown to or settable by users.
+pub fn is_private_xattr(name: &OsStr) -> bool {
+    let b = name.as_bytes();
+    b.starts_with(b"trusted.overlay.")
+        || b.starts_with(b"user.overlay.")
+        || b.starts_with(b"user.strata.")
+        || b == b"user.fuseoverlayfs.override_stat"
+        || b == b"user.containers.override_stat"
+}
+
+pub fn is_whiteout_name(name: &OsStr) -> bool {
+    name.as_bytes().starts_with(WH_PREFIX)
+}
+
+pub fn whiteout_name(name: &OsStr) -> OsString {
+    let mut v = WH_PREFIX.to_vec();
+    v.extend_from_slice(name.as_bytes());
+    OsStr::from_bytes(&v).to_os_string()
+}
+
+pub struct Layer {
+    pub path: PathBuf,
+    pub root: OwnedFd,
+}
+
+impl Layer {
+    pub fn open(path: &Path) -> std::io::Result<Layer> {
+        let root = sys::openat2(libc::AT_FDCWD, path, libc::O_PATH | libc::O_DIRECTORY, 0, 0)
+            .map_err(std::io::Error::from_raw_os_error)?;
+        Ok(Layer {
+            path: path.to_path_buf(),
+            root,
+        })
+    }
+
+    /// Open directory `rel` (relative to the layer root) without following any symlink on the
+    /// way and without leaving the layer.
+    pub fn dir(&self, rel: &Path) -> Res<OwnedFd> {
+        sys::openat2(
+            self.root.as_raw_fd(),
+            rel,
+            libc::O_PATH | libc::O_DIRECTORY,
+            0,
+            sys::RESOLVE_SAFE,
+        )
+    }
+}
+
+/// Everything a single layer says about one name in one directory.
+pub enum Probe {
+    /// Nothing here: look further down.
+    Absent,
+    /// A whiteout (char device 0:0 or `.wh.NAME`): the name is deleted from here down.
+    Whiteout,
+    Entry(libc::stat),
+}
+
+pub fn probe(dirfd: RawFd, name: &OsStr) -> Res<Probe> {
+    match sys::stat_opt(dirfd, name)? {
+        Some(st) if sys::is_whiteout_dev(&st) => Ok(Probe::Whiteout),
+        Some(st) => Ok(Probe::Entry(st)),
+        None => {
+            if sys::stat_opt(dirfd, &whiteout_name(name))?.is_some() {
+                Ok(Probe::Whiteout)
+            } else {
+                Ok(Probe::Absent)
+            }
+        }
+    }
+}
+
+fn xattr_of(dirfd: RawFd, name: &OsStr, key: &str) -> Res<Option<Vec<u8>>> {
+    let p = sys::fd_path(dirfd, name)?;
+    match sys::lgetxattr(&p, OsStr::new(key)) {
+        Ok(v) => Ok(Some(v)),
+        Err(libc::ENODATA) | Err(libc::EOPNOTSUPP) | Err(libc::EPERM) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Is directory `name` in `dirfd` opaque, in either format and either xattr namespace?
+pub fn is_opaque(dirfd: RawFd, name: &OsStr) -> Res<bool> {
+    for ns in [XattrNs::Trusted, XattrNs::User] {
+        if let Some(v) = xattr_of(dirfd, name, ns.opaque())? {
+            if v.as_slice() == b"y" {
+                return Ok(true);
+            }
+        }
+    }
+    let sub = sys::openat(dirfd, name, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+    Ok(sys::stat_opt(sub.as_raw_fd(), OsStr::new(WH_OPAQUE))?.is_some())
+}
+
+/// Where the lower layers of a renamed directory are, as recorded by its redirect xattr.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Redirect {
+    /// Renamed within the same parent: the old name.
+    Name(OsString),
+    /// Renamed elsewhere: path from the overlay root (stored with a leading '/').
+    Abs(PathBuf),
+}
+
+pub fn redirect_of(dirfd: RawFd, name: &OsStr) -> Res<Option<Redirect>> {
+    for ns in [XattrNs::Trusted, XattrNs::User] {
+        if let Some(v) = xattr_of(dirfd, name, ns.redirect())? {
+            return Ok(parse_redirect(&v));
+        }
+    }
+    Ok(None)
+}
+
+pub fn parse_redirect(v: &[u8]) -> Option<Redirect> {
+    let v = v.strip_suffix(b"\0").unwrap_or(v);
+    if v.is_empty() {
+        return None;
+    }
+    if let Some(abs) = v.strip_prefix(b"/") {
+        let p: PathBuf = Path::new(OsStr::from_bytes(abs))
+            .components()
+            .filter(|c| matches!(c, std::path::Component::Normal(_)))
+            .collect();
+        Some(Redirect::Abs(p))
+    } else if v.contains(&b'/') {
+        None
+    } else {
+        Some(Redirect::Name(OsStr::from_bytes(v).to_os_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_forms() {
+        assert_eq!(parse_redirect(b"old"), Some(Redirect::Name("old".into())));
+        assert_eq!(parse_redirect(b"/a/b"), Some(Redirect::Abs("a/b".into())));
+        assert_eq!(
+            parse_redirect(b"/a/../b"),
+            Some(Redirect::Abs("a/b".into()))
+        );
+        assert_eq!(
+            parse_redirect(b"a/b"),
+            None,
+            "relative paths are not a redirect form"
+        );
+        assert_eq!(parse_redirect(b""), None);
+    }
+
+    #[test]
+    fn private_xattrs_are_hidden() {
+        assert!(is_private_xattr(OsStr::new("trusted.overlay.opaque")));
+        assert!(is_private_xattr(OsStr::new("user.overlay.redirect")));
+        assert!(!is_private_xattr(OsStr::new("user.mime_type")));
+        assert!(!is_private_xattr(OsStr::new("security.capability")));
+    }
+
+    #[test]
+    fn whiteouts_in_both_formats() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(".wh.gone"), b"").unwrap();
+        std::fs::write(d.path().join("here"), b"x").unwrap();
+        let l = Layer::open(d.path()).unwrap();
+        let fd = l.dir(Path::new("")).unwrap();
+        assert!(matches!(
+            probe(fd.as_raw_fd(), OsStr::new("gone")).unwrap(),
+            Probe::Whiteout
+        ));
+        assert!(matches!(
+            probe(fd.as_raw_fd(), OsStr::new("here")).unwrap(),
+            Probe::Entry(_)
+        ));
+        assert!(matches!(
+            probe(fd.as_raw_fd(), OsStr::new("never")).unwrap(),
+            Probe::Absent
+        ));
+        if sys::geteuid() == 0 {
+            sys::mknodat(fd.as_raw_fd(), OsStr::new("dev"), libc::S_IFCHR, 0).unwrap();
+            assert!(matches!(
+                probe(fd.as_raw_fd(), OsStr::new("dev")).unwrap(),
+                Probe::Whiteout
+            ));
+        }
+    }
+
+    #[test]
+    fn layer_paths_never_follow_symlinks() {
+        let d = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/etc", d.path().join("etc")).unwrap();
+        std::os::unix::fs::symlink("../../..", d.path().join("x")).unwrap();
+        let l = Layer::open(d.path()).unwrap();
+        assert!(l.dir(Path::new("etc")).is_err());
+        assert!(l.dir(Path::new("x")).is_err());
+        assert!(l.dir(Path::new("x/etc")).is_err());
+        assert!(l.dir(Path::new("../")).is_err());
+    }
+}

@@ -1,0 +1,541 @@
+//! Overlay semantics, independent of FUSE.
+//!
+//! The merged tree is made of nodes. A node is one file as the user sees it; it knows its names
+//! (parent node + name; several for hard links), whether it exists in the upper layer, and which
+//! lower-layer entries stand beneath it (for a directory, every lower directory merged into it).
+//! Node ids are the st_ino strata reports (see inode::encode), so the same file always gets the
+//! same id, before and after copy-up and across remounts. Only the root differs: FUSE fixes its
+//! id at 1.
+//!
+//! Concurrency: operations that change the namespace (create, remove, rename, copy-up) hold
+//! `ns` for writing; lookups and readdir hold it for reading; data I/O on open files takes no lock.
+
+pub mod copy_up;
+pub mod dir;
+pub mod file;
+pub mod layer;
+pub mod readdir;
+pub mod xattr;
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use dashmap::DashMap;
+
+use crate::inode::{encode, InodeTable};
+use crate::sys::{self, Res};
+use layer::{is_opaque, probe, redirect_of, Layer, Probe, Redirect, XattrNs};
+
+pub const ROOT_ID: u64 = 1;
+
+/// An entry of a lower layer: the layer (1 = top-most lower) and the path inside it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Loc {
+    pub layer: usize,
+    pub path: PathBuf,
+}
+
+impl Loc {
+    fn parent_and_name(&self) -> (&Path, &OsStr) {
+        (
+            self.path.parent().unwrap_or(Path::new("")),
+            self.path.file_name().unwrap_or(OsStr::new("")),
+        )
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct NodeState {
+    /// (parent id, name) of each known name; the first is the one operations use.
+    pub names: Vec<(u64, OsString)>,
+    /// S_IFMT bits.
+    pub kind: u32,
+    /// The entry exists in the upper layer at the node's path.
+    pub upper: bool,
+    /// Lower entries beneath, top-most first (directories: all merged dirs; others: at most one).
+    pub lowers: Vec<Loc>,
+}
+
+impl NodeState {
+    pub fn is_dir(&self) -> bool {
+        self.kind == libc::S_IFDIR
+    }
+}
+
+pub struct Node {
+    pub id: u64,
+    pub lookups: AtomicU64,
+    pub st: RwLock<NodeState>,
+}
+
+impl Node {
+    pub fn state(&self) -> NodeState {
+        self.st.read().unwrap().clone()
+    }
+}
+
+pub struct Options {
+    pub redirect_dir: bool,
+    pub read_only: bool,
+    /// Where overlay metadata xattrs go in the upper layer.
+    pub xattr_ns: XattrNs,
+    /// Whiteouts as char devices 0:0 (needs CAP_MKNOD) rather than `.wh.NAME` files.
+    pub kernel_whiteouts: bool,
+    /// Owners, modes and special file types the upper's filesystem refuses are kept in an xattr.
+    pub xattr_permissions: bool,
+}
+
+/// What a directory holds under one name, across all layers.
+pub struct Found {
+    pub upper: Option<libc::stat>,
+    pub lowers: Vec<(Loc, libc::stat)>,
+}
+
+impl Found {
+    pub fn top(&self) -> &libc::stat {
+        self.upper.as_ref().unwrap_or_else(|| &self.lowers[0].1)
+    }
+    pub fn kind(&self) -> u32 {
+        self.top().st_mode & libc::S_IFMT
+    }
+    pub fn lower_locs(&self) -> Vec<Loc> {
+        self.lowers.iter().map(|(l, _)| l.clone()).collect()
+    }
+}
+
+pub struct Union {
+    pub upper: Option<Layer>,
+    pub lowers: Vec<Layer>,
+    /// `workdir/work`: where copies and new entries are built before being renamed into place.
+    pub work: Option<OwnedFd>,
+    pub inodes: InodeTable,
+    pub opts: Options,
+    nodes: DashMap<u64, Arc<Node>>,
+    ns: RwLock<()>,
+    tmp_seq: AtomicU64,
+    pub(crate) files: DashMap<u64, Arc<file::Handle>>,
+    pub(crate) dirs: DashMap<u64, Arc<Vec<readdir::Entry>>>,
+    fh_seq: AtomicU64,
+}
+
+fn is_dir(st: &libc::stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFDIR
+}
+
+impl Union {
+    pub fn new(
+        upper: Option<Layer>,
+        lowers: Vec<Layer>,
+        work: Option<OwnedFd>,
+        inodes: InodeTable,
+        opts: Options,
+    ) -> Res<Union> {
+        let u = Union {
+            upper,
+            lowers,
+            work,
+            inodes,
+            opts,
+            nodes: DashMap::new(),
+            ns: RwLock::new(()),
+            tmp_seq: AtomicU64::new(0),
+            files: DashMap::new(),
+            dirs: DashMap::new(),
+            fh_seq: AtomicU64::new(1),
+        };
+        let lowers: Vec<Loc> = (1..=u.lowers.len())
+            .map(|layer| Loc {
+                layer,
+                path: PathBuf::new(),
+            })
+            .collect();
+        let root = NodeState {
+            names: Vec::new(),
+            kind: libc::S_IFDIR,
+            upper: u.upper.is_some(),
+            lowers,
+        };
+        u.nodes.insert(
+            ROOT_ID,
+            Arc::new(Node {
+                id: ROOT_ID,
+                lookups: AtomicU64::new(1),
+                st: RwLock::new(root),
+            }),
+        );
+        Ok(u)
+    }
+
+    /// The layer with index `i`: 0 is the upper, 1.. the lowers top-most first.
+    pub fn layer(&self, i: usize) -> &Layer {
+        if i == 0 {
+            self.upper.as_ref().expect("upper layer")
+        } else {
+            &self.lowers[i - 1]
+        }
+    }
+
+    pub fn writable(&self) -> Res<&Layer> {
+        match &self.upper {
+            Some(u) if !self.opts.read_only => Ok(u),
+            _ => Err(libc::EROFS),
+        }
+    }
+
+    pub(crate) fn next_fh(&self) -> u64 {
+        self.fh_seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn tmp_name(&self) -> OsString {
+        let n = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        OsString::from(format!("#strata-{}-{n}", std::process::id()))
+    }
+
+    pub(crate) fn work_fd(&self) -> Res<i32> {
+        self.work.as_ref().map(|f| f.as_raw_fd()).ok_or(libc::EROFS)
+    }
+
+    pub fn node(&self, id: u64) -> Res<Arc<Node>> {
+        self.nodes.get(&id).map(|n| n.clone()).ok_or(libc::ESTALE)
+    }
+
+    /// The merged path of a node (also its path in the upper layer).
+    pub fn path_of(&self, id: u64) -> Res<PathBuf> {
+        let mut names = Vec::new();
+        let mut cur = id;
+        while cur != ROOT_ID {
+            let n = self.node(cur)?;
+            let st = n.st.read().unwrap();
+            let (p, name) = st.names.first().ok_or(libc::ENOENT)?;
+            names.push(name.clone());
+            cur = *p;
+            if names.len() > 4096 {
+                return Err(libc::ELOOP);
+            }
+        }
+        Ok(names.iter().rev().collect())
+    }
+
+    pub fn resolve(&self, id: u64) -> Res<(NodeState, PathBuf)> {
+        let st = self.node(id)?.state();
+        let path = self.path_of(id)?;
+        Ok((st, path))
+    }
+
+    pub(crate) fn read_ns(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.ns.read().unwrap()
+    }
+
+    pub(crate) fn write_ns(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.ns.write().unwrap()
+    }
+
+    // ---- lookup ----
+
+    /// What directory `pst` (at merged path `ppath`) holds under `name`, in every layer.
+    pub fn find(&self, pst: &NodeState, ppath: &Path, name: &OsStr) -> Res<Option<Found>> {
+        if !pst.is_dir() {
+            return Err(libc::ENOTDIR);
+        }
+        let mut upper = None;
+        let mut stop = false;
+        let mut redirect = None;
+        if pst.upper {
+            let u = self.layer(0);
+            let fd = u.dir(ppath)?;
+            match probe(fd.as_raw_fd(), name)? {
+                Probe::Whiteout => return Ok(None),
+                Probe::Entry(st) => {
+                    if is_dir(&st) {
+                        if is_opaque(fd.as_raw_fd(), name)? {
+                            stop = true;
+                        } else if self.opts.redirect_dir {
+                            redirect = redirect_of(fd.as_raw_fd(), name)?;
+                        }
+                    } else {
+                        stop = true;
+                    }
+                    upper = Some(st);
+                }
+                Probe::Absent => {}
+            }
+        }
+        let lowers = if stop {
+            Vec::new()
+        } else {
+            self.lower_chain(pst, name, upper.is_some(), redirect, 1)?
+        };
+        if upper.is_none() && lowers.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Found { upper, lowers }))
+    }
+
+    /// The lower entries under `name` in the lower directories of `pst`. With `need_dir`, only
+    /// directories count (something above is a directory and only directories merge).
+    pub fn lower_chain(
+        &self,
+        pst: &NodeState,
+        name: &OsStr,
+        mut need_dir: bool,
+        redirect: Option<Redirect>,
+        from_layer: usize,
+    ) -> Res<Vec<(Loc, libc::stat)>> {
+        if let Some(Redirect::Abs(p)) = redirect {
+            return self.lower_chain_abs(&p, from_layer, need_dir);
+        }
+        let target: OsString = match redirect {
+            Some(Redirect::Name(n)) => n,
+            _ => name.to_os_string(),
+        };
+        let mut out = Vec::new();
+        for pl in pst.lowers.iter().filter(|l| l.layer >= from_layer) {
+            let fd = match self.layer(pl.layer).dir(&pl.path) {
+                Ok(fd) => fd,
+                Err(libc::ENOENT) | Err(libc::ENOTDIR) | Err(libc::ELOOP) => continue,
+                Err(e) => return Err(e),
+            };
+            match probe(fd.as_raw_fd(), &target)? {
+                Probe::Whiteout => break,
+                Probe::Absent => continue,
+                Probe::Entry(st) => {
+                    let loc = Loc {
+                        layer: pl.layer,
+                        path: pl.path.join(&target),
+                    };
+                    if !is_dir(&st) {
+                        if !need_dir && out.is_empty() {
+                            out.push((loc, st));
+                        }
+                        break;
+                    }
+                    need_dir = true;
+                    out.push((loc.clone(), st));
+                    if is_opaque(fd.as_raw_fd(), &target)? {
+                        break;
+                    }
+                    if self.opts.redirect_dir {
+                        if let Some(r) = redirect_of(fd.as_raw_fd(), &target)? {
+                            // A lower layer that was itself an overlay upper: continue below it
+                            // where its redirect points.
+                            let abs = match r {
+                                Redirect::Abs(p) => p,
+                                Redirect::Name(n) => pl.path.join(n),
+                            };
+                            out.extend(self.lower_chain_abs(&abs, pl.layer + 1, true)?);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn lower_chain_abs(
+        &self,
+        path: &Path,
+        from_layer: usize,
+        mut need_dir: bool,
+    ) -> Res<Vec<(Loc, libc::stat)>> {
+        let mut out = Vec::new();
+        let parent = path.parent().unwrap_or(Path::new(""));
+        let Some(name) = path.file_name() else {
+            return Ok(out);
+        };
+        for layer in from_layer..=self.lowers.len() {
+            let fd = match self.layer(layer).dir(parent) {
+                Ok(fd) => fd,
+                Err(libc::ENOENT) | Err(libc::ENOTDIR) | Err(libc::ELOOP) => continue,
+                Err(e) => return Err(e),
+            };
+            match probe(fd.as_raw_fd(), name)? {
+                Probe::Whiteout => break,
+                Probe::Absent => continue,
+                Probe::Entry(st) => {
+                    let loc = Loc {
+                        layer,
+                        path: path.to_path_buf(),
+                    };
+                    if !is_dir(&st) {
+                        if !need_dir && out.is_empty() {
+                            out.push((loc, st));
+                        }
+                        break;
+                    }
+                    need_dir = true;
+                    out.push((loc, st));
+                    if is_opaque(fd.as_raw_fd(), name)? {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Is anything in a lower layer under `name` that a whiteout would have to hide?
+    pub fn lower_exists(&self, pst: &NodeState, name: &OsStr) -> Res<bool> {
+        Ok(!self.lower_chain(pst, name, false, None, 1)?.is_empty())
+    }
+
+    /// The st_ino (and node id) of what `found` describes.
+    pub fn ino_of(&self, found: &Found) -> u64 {
+        if let Some(u) = &found.upper {
+            if let Some(ino) = self.inodes.get(u.st_ino) {
+                return ino;
+            }
+            if is_dir(u) {
+                if let Some((l, st)) = found.lowers.first() {
+                    return encode(l.layer, st.st_ino);
+                }
+            }
+            return encode(0, u.st_ino);
+        }
+        let (l, st) = &found.lowers[0];
+        encode(l.layer, st.st_ino)
+    }
+
+    /// Make (or refresh) the node for `found`, known as `name` in `parent`.
+    pub fn remember(&self, parent: u64, name: &OsStr, found: &Found) -> Arc<Node> {
+        let id = self.ino_of(found);
+        let state = NodeState {
+            names: vec![(parent, name.to_os_string())],
+            kind: found.kind(),
+            upper: found.upper.is_some(),
+            lowers: found.lower_locs(),
+        };
+        let node = self
+            .nodes
+            .entry(id)
+            .or_insert_with(|| {
+                Arc::new(Node {
+                    id,
+                    lookups: AtomicU64::new(0),
+                    st: RwLock::new(state.clone()),
+                })
+            })
+            .clone();
+        {
+            let mut st = node.st.write().unwrap();
+            let key = (parent, name.to_os_string());
+            if st.kind != state.kind {
+                *st = state;
+            } else {
+                st.upper = state.upper;
+                st.lowers = state.lowers;
+                st.names.retain(|n| n != &key);
+                st.names.insert(0, key);
+            }
+        }
+        node
+    }
+
+    /// Drop a name from a node after unlink/rename-over.
+    pub(crate) fn forget_name(&self, id: u64, parent: u64, name: &OsStr) {
+        if let Ok(n) = self.node(id) {
+            let mut st = n.st.write().unwrap();
+            st.names.retain(|(p, nm)| !(*p == parent && nm == name));
+        }
+    }
+
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> Res<(u64, libc::stat)> {
+        let _g = self.read_ns();
+        let (pst, ppath) = self.resolve(parent)?;
+        let found = self.find(&pst, &ppath, name)?.ok_or(libc::ENOENT)?;
+        let node = self.remember(parent, name, &found);
+        node.lookups.fetch_add(1, Ordering::Relaxed);
+        let mut st = *found.top();
+        self.fix_stat(node.id, &mut st, found.upper.is_some(), &ppath.join(name));
+        Ok((node.id, st))
+    }
+
+    pub fn forget(&self, id: u64, n: u64) {
+        if id == ROOT_ID {
+            return;
+        }
+        let gone = match self.nodes.get(&id) {
+            Some(node) => {
+                let prev = node.lookups.fetch_sub(
+                    n.min(node.lookups.load(Ordering::Relaxed)),
+                    Ordering::Relaxed,
+                );
+                prev <= n
+            }
+            None => false,
+        };
+        if gone {
+            self.nodes
+                .remove_if(&id, |_, node| node.lookups.load(Ordering::Relaxed) == 0);
+        }
+    }
+
+    /// Put strata's identity on a stat taken from a layer.
+    pub(crate) fn fix_stat(&self, id: u64, st: &mut libc::stat, in_upper: bool, path: &Path) {
+        st.st_ino = if id == ROOT_ID { self.root_ino() } else { id };
+        if in_upper && self.opts.xattr_permissions {
+            if let Ok(fd) = self.layer(0).dir(path.parent().unwrap_or(Path::new(""))) {
+                let name = path.file_name().unwrap_or(OsStr::new(""));
+                xattr::apply_override(fd.as_raw_fd(), name, st);
+            }
+        }
+    }
+
+    fn root_ino(&self) -> u64 {
+        // The root directory of the top-most layer gives the root's number.
+        let (layer, fd) = match &self.upper {
+            Some(u) => (0, u.root.as_raw_fd()),
+            None => (1, self.lowers[0].root.as_raw_fd()),
+        };
+        sys::fstatat(fd, OsStr::new(""))
+            .map(|st| encode(layer, st.st_ino))
+            .unwrap_or(ROOT_ID)
+    }
+
+    /// Where the visible instance of a node is: (layer, parent dir path, name).
+    pub fn top_of(&self, st: &NodeState, path: &Path) -> (usize, PathBuf, OsString) {
+        if st.upper || st.lowers.is_empty() {
+            (
+                0,
+                path.parent().unwrap_or(Path::new("")).to_path_buf(),
+                path.file_name().unwrap_or(OsStr::new("")).to_os_string(),
+            )
+        } else {
+            let (p, n) = st.lowers[0].parent_and_name();
+            (st.lowers[0].layer, p.to_path_buf(), n.to_os_string())
+        }
+    }
+
+    pub fn getattr(&self, id: u64) -> Res<libc::stat> {
+        let (st, path) = self.resolve(id)?;
+        let (layer, parent, name) = self.top_of(&st, &path);
+        let fd = self.layer(layer).dir(&parent)?;
+        let mut s = sys::fstatat(fd.as_raw_fd(), &name)?;
+        self.fix_stat(id, &mut s, layer == 0, &path);
+        Ok(s)
+    }
+
+    pub fn statfs(&self) -> Res<libc::statvfs> {
+        let fd = match &self.upper {
+            Some(u) => u.root.as_raw_fd(),
+            None => self.lowers[0].root.as_raw_fd(),
+        };
+        // O_PATH fds do not take fstatvfs; open the root for real.
+        let real = sys::openat2(fd, Path::new(""), libc::O_RDONLY | libc::O_DIRECTORY, 0, 0)?;
+        sys::fstatvfs(real.as_raw_fd())
+    }
+
+    pub fn readlink(&self, id: u64) -> Res<OsString> {
+        let (st, path) = self.resolve(id)?;
+        let (layer, parent, name) = self.top_of(&st, &path);
+        let fd = self.layer(layer).dir(&parent)?;
+        sys::readlinkat(fd.as_raw_fd(), &name)
+    }
+
+    pub fn flush_table(&self) {
+        self.inodes.flush();
+    }
+}

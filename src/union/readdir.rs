@@ -1,0 +1,150 @@
+//! The merged directory listing: upper first, then each lower, top-most first; the first layer
+//! that has a name decides it; whiteouts hide names below them; `.wh.*` names never show.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::layer::{is_opaque, WH_PREFIX};
+use super::{NodeState, Union};
+use crate::inode::encode;
+use crate::sys::{self, Res};
+
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub name: OsString,
+    pub ino: u64,
+    /// S_IFMT bits.
+    pub kind: u32,
+}
+
+fn dtype_kind(d: u8) -> u32 {
+    match d {
+        libc::DT_DIR => libc::S_IFDIR,
+        libc::DT_LNK => libc::S_IFLNK,
+        libc::DT_FIFO => libc::S_IFIFO,
+        libc::DT_CHR => libc::S_IFCHR,
+        libc::DT_BLK => libc::S_IFBLK,
+        libc::DT_SOCK => libc::S_IFSOCK,
+        _ => libc::S_IFREG,
+    }
+}
+
+impl Union {
+    /// Every visible entry of directory `st` at merged path `path` ("." and ".." excluded).
+    pub fn merged_entries(&self, st: &NodeState, path: &Path) -> Res<Vec<Entry>> {
+        let mut out: Vec<Entry> = Vec::new();
+        let mut seen: HashMap<OsString, usize> = HashMap::new();
+        let mut hidden: HashSet<OsString> = HashSet::new();
+        // Upper directories that also appear in a lower one: their number comes from below.
+        let mut upper_dirs: HashSet<usize> = HashSet::new();
+        let mut upper_fd: Option<std::os::fd::OwnedFd> = None;
+
+        let mut stack: Vec<(usize, std::path::PathBuf)> = Vec::new();
+        if st.upper {
+            stack.push((0, path.to_path_buf()));
+        }
+        stack.extend(st.lowers.iter().map(|l| (l.layer, l.path.clone())));
+
+        for (layer, lpath) in stack {
+            let fd = match self.layer(layer).dir(&lpath) {
+                Ok(fd) => fd,
+                Err(libc::ENOENT) | Err(libc::ENOTDIR) if layer != 0 => continue,
+                Err(e) => return Err(e),
+            };
+            let mut new_hidden = Vec::new();
+            for (name, dtype, dino) in sys::read_dir(fd.as_raw_fd())? {
+                let b = name.as_bytes();
+                if let Some(rest) = b.strip_prefix(WH_PREFIX) {
+                    if !rest.starts_with(b".wh.") {
+                        new_hidden.push(OsStr::from_bytes(rest).to_os_string());
+                    }
+                    continue;
+                }
+                if hidden.contains(&name) {
+                    continue;
+                }
+                let mut dtype = dtype;
+                if dtype == libc::DT_UNKNOWN || dtype == libc::DT_CHR {
+                    match sys::fstatat(fd.as_raw_fd(), &name) {
+                        Ok(s) if sys::is_whiteout_dev(&s) => {
+                            new_hidden.push(name);
+                            continue;
+                        }
+                        Ok(s) => dtype = kind_dtype(s.st_mode),
+                        Err(_) => continue,
+                    }
+                }
+                if let Some(&i) = seen.get(&name) {
+                    // Already shown from above. An upper directory that merges with this lower
+                    // one takes its number from here, unless the table knows it.
+                    if upper_dirs.remove(&i) && dtype == libc::DT_DIR {
+                        if let Some(ufd) = &upper_fd {
+                            if !is_opaque(ufd.as_raw_fd(), &name).unwrap_or(true) {
+                                out[i].ino = encode(layer, dino);
+                            }
+                        }
+                    }
+                    continue;
+                }
+                let kind = dtype_kind(dtype);
+                let ino = if layer == 0 {
+                    match self.inodes.get(dino) {
+                        Some(i) => i,
+                        None => {
+                            if kind == libc::S_IFDIR {
+                                upper_dirs.insert(out.len());
+                            }
+                            encode(0, dino)
+                        }
+                    }
+                } else {
+                    encode(layer, dino)
+                };
+                seen.insert(name.clone(), out.len());
+                out.push(Entry { name, ino, kind });
+            }
+            if layer == 0 {
+                upper_fd = Some(fd);
+            }
+            hidden.extend(new_hidden);
+        }
+        Ok(out)
+    }
+
+    /// Snapshot a directory's listing for one opendir..releasedir.
+    pub fn opendir(&self, id: u64) -> Res<u64> {
+        let _g = self.read_ns();
+        let (st, path) = self.resolve(id)?;
+        if !st.is_dir() {
+            return Err(libc::ENOTDIR);
+        }
+        let entries = self.merged_entries(&st, &path)?;
+        let fh = self.next_fh();
+        self.dirs.insert(fh, Arc::new(entries));
+        Ok(fh)
+    }
+
+    pub fn dir_entries(&self, fh: u64) -> Res<Arc<Vec<Entry>>> {
+        self.dirs.get(&fh).map(|e| e.clone()).ok_or(libc::EBADF)
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.dirs.remove(&fh);
+    }
+}
+
+fn kind_dtype(mode: u32) -> u8 {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => libc::DT_DIR,
+        libc::S_IFLNK => libc::DT_LNK,
+        libc::S_IFIFO => libc::DT_FIFO,
+        libc::S_IFCHR => libc::DT_CHR,
+        libc::S_IFBLK => libc::DT_BLK,
+        libc::S_IFSOCK => libc::DT_SOCK,
+        _ => libc::DT_REG,
+    }
+}

@@ -1,0 +1,151 @@
+//! Extended attributes: user-facing get/set/list/remove with overlay bookkeeping filtered out,
+//! xattr copy on copy-up, and the owner/mode override kept where the upper filesystem refuses
+//! a chown or a special file (unprivileged mounts).
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::AsRawFd;
+
+use super::layer::is_private_xattr;
+use super::Union;
+use crate::sys::{self, Res};
+
+/// Where the owner, mode and type an unprivileged mount could not set are kept.
+pub const OVERRIDE_XATTR: &str = "user.strata.override_stat";
+/// The same record as fuse-overlayfs and containers/storage write it: read for compatibility.
+const FOREIGN_OVERRIDES: [&str; 2] = [
+    "user.fuseoverlayfs.override_stat",
+    "user.containers.override_stat",
+];
+
+pub fn copy_all(sfd: i32, sname: &OsStr, dfd: i32, dname: &OsStr) -> Res<()> {
+    let sp = sys::fd_path(sfd, sname)?;
+    let dp = sys::fd_path(dfd, dname)?;
+    let names = match sys::llistxattr(&sp) {
+        Ok(n) => n,
+        Err(libc::EOPNOTSUPP) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for n in names {
+        if is_private_xattr(&n) && !is_override(&n) {
+            continue;
+        }
+        let v = match sys::lgetxattr(&sp, &n) {
+            Ok(v) => v,
+            Err(libc::ENODATA) => continue,
+            Err(e) => return Err(e),
+        };
+        match sys::lsetxattr(&dp, &n, &v, 0) {
+            Ok(()) => {}
+            // trusted.* and security.* need privilege; user.* is refused on symlinks.
+            Err(e @ (libc::EPERM | libc::EOPNOTSUPP)) => {
+                log::warn!(
+                    "copy-up: xattr {} not copied: {}",
+                    n.to_string_lossy(),
+                    super::copy_up::errstr(e)
+                )
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn is_override(n: &OsStr) -> bool {
+    n == OVERRIDE_XATTR || FOREIGN_OVERRIDES.iter().any(|f| n == *f)
+}
+
+pub fn set_override(dfd: i32, name: &OsStr, uid: u32, gid: u32, mode: u32) -> Res<()> {
+    let p = sys::fd_path(dfd, name)?;
+    let v = format!("{uid}:{gid}:0{mode:o}");
+    sys::lsetxattr(&p, OsStr::new(OVERRIDE_XATTR), v.as_bytes(), 0)
+}
+
+fn parse_override(v: &[u8]) -> Option<(u32, u32, u32)> {
+    let s = std::str::from_utf8(v).ok()?;
+    let mut it = s.trim_end_matches('\0').split(':');
+    let uid = it.next()?.parse().ok()?;
+    let gid = it.next()?.parse().ok()?;
+    let mode = u32::from_str_radix(it.next()?.trim_start_matches('0'), 8).unwrap_or(0);
+    Some((uid, gid, mode))
+}
+
+/// Show the owner, mode and type recorded in the override xattr, if any.
+pub fn apply_override(dfd: i32, name: &OsStr, st: &mut libc::stat) {
+    let Ok(p) = sys::fd_path(dfd, name) else {
+        return;
+    };
+    for key in std::iter::once(OVERRIDE_XATTR).chain(FOREIGN_OVERRIDES) {
+        if let Ok(v) = sys::lgetxattr(&p, OsStr::new(key)) {
+            if let Some((uid, gid, mode)) = parse_override(&v) {
+                st.st_uid = uid;
+                st.st_gid = gid;
+                if mode & libc::S_IFMT != 0 {
+                    st.st_mode = mode;
+                } else {
+                    st.st_mode = (st.st_mode & libc::S_IFMT) | (mode & 0o7777);
+                }
+            }
+            return;
+        }
+    }
+}
+
+impl Union {
+    fn with_top<T>(&self, id: u64, f: impl FnOnce(&std::ffi::CStr) -> Res<T>) -> Res<T> {
+        let (st, path) = self.resolve(id)?;
+        let (layer, parent, name) = self.top_of(&st, &path);
+        let fd = self.layer(layer).dir(&parent)?;
+        let p = sys::fd_path(fd.as_raw_fd(), &name)?;
+        f(&p)
+    }
+
+    pub fn getxattr(&self, id: u64, name: &OsStr) -> Res<Vec<u8>> {
+        if is_private_xattr(name) {
+            return Err(libc::ENODATA);
+        }
+        self.with_top(id, |p| sys::lgetxattr(p, name))
+    }
+
+    pub fn listxattr(&self, id: u64) -> Res<Vec<OsString>> {
+        let mut names = self.with_top(id, sys::llistxattr)?;
+        names.retain(|n| !is_private_xattr(n));
+        Ok(names)
+    }
+
+    pub fn setxattr(&self, id: u64, name: &OsStr, value: &[u8], flags: i32) -> Res<()> {
+        self.writable()?;
+        if is_private_xattr(name) {
+            return Err(libc::EPERM);
+        }
+        let _g = self.write_ns();
+        self.copy_up(id)?;
+        self.with_top(id, |p| sys::lsetxattr(p, name, value, flags))
+    }
+
+    pub fn removexattr(&self, id: u64, name: &OsStr) -> Res<()> {
+        self.writable()?;
+        if is_private_xattr(name) {
+            return Err(libc::ENODATA);
+        }
+        let _g = self.write_ns();
+        // Nothing to copy up for an attribute that is not there.
+        self.with_top(id, |p| sys::lgetxattr(p, name).map(drop))?;
+        self.copy_up(id)?;
+        self.with_top(id, |p| sys::lremovexattr(p, name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn override_round_trip() {
+        assert_eq!(
+            parse_override(b"1000:100:0100644"),
+            Some((1000, 100, 0o100644))
+        );
+        assert_eq!(parse_override(b"0:0:0755"), Some((0, 0, 0o755)));
+        assert_eq!(parse_override(b"garbage"), None);
+    }
+}
