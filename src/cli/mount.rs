@@ -1,0 +1,610 @@
+//! `strata mount` and `strata umount`: check everything first, then mount and serve.
+//!
+//! Nothing is created or mounted until every check has passed. In the background form the
+//! process forks before any thread exists; the parent returns only when the child reports the
+//! mount live (or prints the child's error), so scripts can use the mount right after.
+
+use std::ffi::{CString, OsStr};
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use super::options::{self, MountOptions};
+use crate::fuse::StrataFs;
+use crate::inode::InodeTable;
+use crate::union::layer::{Layer, XattrNs};
+use crate::union::{self, Union};
+
+pub struct MountRequest {
+    pub options: Vec<String>,
+    pub source: Option<String>,
+    pub mountpoint: PathBuf,
+    pub foreground: bool,
+    pub log: Option<PathBuf>,
+}
+
+/// Canonical, checked paths of a mount.
+struct Layout {
+    opts: MountOptions,
+    lowers: Vec<PathBuf>,
+    upper: Option<PathBuf>,
+    work: Option<PathBuf>,
+    mountpoint: PathBuf,
+}
+
+fn canonical_dir(what: &str, p: &Path) -> Result<PathBuf> {
+    let md = fs::metadata(p).map_err(|e| anyhow!("{what} {}: {}", p.display(), io_msg(&e)))?;
+    if !md.is_dir() {
+        bail!("{what} {}: not a directory", p.display());
+    }
+    p.canonicalize()
+        .map_err(|e| anyhow!("{what} {}: {}", p.display(), io_msg(&e)))
+}
+
+fn io_msg(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such directory".into(),
+        _ => e.to_string(),
+    }
+}
+
+fn inside(a: &Path, b: &Path) -> bool {
+    a.starts_with(b)
+}
+
+/// Mount points, from /proc/self/mountinfo (field 5, octal escapes undone).
+pub fn mount_points() -> Vec<(PathBuf, String)> {
+    let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let dash = f.iter().position(|x| *x == "-")?;
+            Some((
+                PathBuf::from(unescape_mount(f.get(4)?)),
+                f.get(dash + 1)?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+fn unescape_mount(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() + 1 && b[i + 1..].len() >= 3 {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn check(req: &MountRequest) -> Result<Layout> {
+    let opts = options::parse(&req.options)?;
+    let mut lowers = Vec::new();
+    for l in &opts.lowerdir {
+        lowers.push(canonical_dir("lowerdir", l)?);
+    }
+    let upper = opts
+        .upperdir
+        .as_deref()
+        .map(|p| canonical_dir("upperdir", p))
+        .transpose()?;
+    let work = opts
+        .workdir
+        .as_deref()
+        .map(|p| canonical_dir("workdir", p))
+        .transpose()?;
+    if let (Some(u), Some(w)) = (&upper, &work) {
+        for l in &lowers {
+            if inside(u, l) {
+                bail!(
+                    "upperdir {} is inside lowerdir {}",
+                    u.display(),
+                    l.display()
+                );
+            }
+            if inside(l, u) {
+                bail!(
+                    "lowerdir {} is inside upperdir {}",
+                    l.display(),
+                    u.display()
+                );
+            }
+        }
+        if inside(w, u) || inside(u, w) {
+            bail!(
+                "workdir {} and upperdir {} must not contain each other",
+                w.display(),
+                u.display()
+            );
+        }
+        let (ud, wd) = (fs::metadata(u)?.dev(), fs::metadata(w)?.dev());
+        if ud != wd {
+            bail!(
+                "workdir {} is on another filesystem than upperdir {}: they must share one",
+                w.display(),
+                u.display()
+            );
+        }
+    }
+    let mp = req.mountpoint.as_path();
+    let mountpoint = canonical_dir("mountpoint", mp)?;
+    if mount_points().iter().any(|(p, _)| *p == mountpoint) {
+        bail!(
+            "mountpoint {} is already a mount point",
+            mountpoint.display()
+        );
+    }
+    Ok(Layout {
+        opts,
+        lowers,
+        upper,
+        work,
+        mountpoint,
+    })
+}
+
+pub fn mount(req: MountRequest) -> Result<()> {
+    let layout = check(&req)?;
+    if req.foreground {
+        init_log(req.log.as_deref(), true)?;
+        return serve(&layout, req.source.as_deref(), None);
+    }
+    // Background: fork now, while this process has no threads.
+    let mut fds = [0i32; 2];
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        bail!("pipe: {}", std::io::Error::last_os_error());
+    }
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    match unsafe { libc::fork() } {
+        -1 => bail!("fork: {}", std::io::Error::last_os_error()),
+        0 => {
+            drop(rd);
+            unsafe { libc::setsid() };
+            let code = match daemon_child(&layout, &req, &wr) {
+                Ok(()) => 0,
+                Err(e) => {
+                    let mut f = fs::File::from(wr);
+                    let _ = writeln!(f, "{e:#}");
+                    1
+                }
+            };
+            std::process::exit(code);
+        }
+        _ => {
+            drop(wr);
+            // One line: "ok", or the error. The daemon keeps its end open while it serves.
+            let mut msg = Vec::new();
+            let mut f = fs::File::from(rd);
+            let mut b = [0u8; 1];
+            while let Ok(1) = f.read(&mut b) {
+                if b[0] == b'\n' {
+                    break;
+                }
+                msg.push(b[0]);
+            }
+            let msg = String::from_utf8_lossy(&msg);
+            let msg = msg.trim();
+            if msg == "ok" {
+                Ok(())
+            } else if msg.is_empty() {
+                bail!("the daemon exited before the mount was live")
+            } else {
+                bail!("{msg}")
+            }
+        }
+    }
+}
+
+fn daemon_child(layout: &Layout, req: &MountRequest, notify: &OwnedFd) -> Result<()> {
+    // stdio leaves the terminal (or the caller's pipes) so the caller is not held open.
+    let null = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    unsafe {
+        libc::dup2(null.as_raw_fd(), 0);
+        libc::dup2(null.as_raw_fd(), 1);
+    }
+    match &req.log {
+        Some(p) => {
+            let f = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("log file {}", p.display()))?;
+            unsafe { libc::dup2(f.as_raw_fd(), 2) };
+        }
+        None => unsafe {
+            libc::dup2(null.as_raw_fd(), 2);
+        },
+    }
+    init_log(None, req.log.is_some())?;
+    serve(layout, req.source.as_deref(), Some(notify))
+}
+
+fn init_log(file: Option<&Path>, enabled: bool) -> Result<()> {
+    let mut b =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("strata=warn"));
+    if let Some(p) = file {
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .with_context(|| format!("log file {}", p.display()))?;
+        b.target(env_logger::Target::Pipe(Box::new(f)));
+    }
+    if !enabled {
+        b.filter_level(log::LevelFilter::Off);
+    }
+    let _ = b.try_init();
+    Ok(())
+}
+
+/// Clear what an earlier run left in `workdir/work` (a copy that never got renamed in, a
+/// discarded directory) and make the directories strata keeps there.
+fn prepare_workdir(work: &Path) -> Result<(OwnedFd, fs::File)> {
+    let w = work.join("work");
+    match fs::create_dir(&w) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).with_context(|| format!("workdir {}", w.display())),
+    }
+    let own = work.join("strata");
+    fs::create_dir_all(&own).with_context(|| format!("workdir {}", own.display()))?;
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(own.join("lock"))?;
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!(
+            "workdir {} is in use by another strata mount",
+            work.display()
+        );
+    }
+    let fd = crate::sys::openat2(libc::AT_FDCWD, &w, libc::O_PATH | libc::O_DIRECTORY, 0, 0)
+        .map_err(std::io::Error::from_raw_os_error)?;
+    for (name, dtype, _) in crate::sys::read_dir(fd.as_raw_fd()).unwrap_or_default() {
+        let r = if dtype == libc::DT_DIR {
+            union::dir::remove_tree(fd.as_raw_fd(), &name)
+        } else {
+            crate::sys::unlinkat(fd.as_raw_fd(), &name, false)
+        };
+        if let Err(e) = r {
+            log::warn!("workdir: cannot remove leftover {:?}: errno {e}", name);
+        }
+    }
+    Ok((fd, lock))
+}
+
+/// Can this process make kernel-format whiteouts and trusted.* xattrs in `work`?
+fn probe_privileges(work: i32) -> (bool, bool) {
+    let name = OsStr::new("#strata-probe");
+    let dev = crate::sys::mknodat(work, name, libc::S_IFCHR, 0).is_ok();
+    if dev {
+        let _ = crate::sys::unlinkat(work, name, false);
+    }
+    let dir = crate::sys::mkdirat(work, name, 0o700).is_ok();
+    let mut trusted = false;
+    if dir {
+        if let Ok(p) = crate::sys::fd_path(work, name) {
+            trusted =
+                crate::sys::lsetxattr(&p, OsStr::new("trusted.overlay.probe"), b"y", 0).is_ok();
+        }
+        let _ = crate::sys::unlinkat(work, name, true);
+    }
+    (dev, trusted)
+}
+
+fn serve(layout: &Layout, source: Option<&str>, notify: Option<&OwnedFd>) -> Result<()> {
+    // Every thread started from here on (RocksDB's, the FUSE workers) inherits this mask, so
+    // SIGINT/SIGTERM reach only the thread that unmounts cleanly.
+    block_stop_signals();
+    let o = &layout.opts;
+    let root = crate::sys::geteuid() == 0;
+    let mut lowers = Vec::new();
+    for l in &layout.lowers {
+        lowers.push(Layer::open(l).with_context(|| format!("lowerdir {}", l.display()))?);
+    }
+    let (upper, work, inodes, _lock, kernel_wh, trusted) = match (&layout.upper, &layout.work) {
+        (Some(u), Some(w)) => {
+            let (wfd, lock) = prepare_workdir(w)?;
+            let (dev, trusted) = probe_privileges(wfd.as_raw_fd());
+            let table = InodeTable::open(&w.join("strata").join("inodes"))?;
+            let upper = Layer::open(u).with_context(|| format!("upperdir {}", u.display()))?;
+            (Some(upper), Some(wfd), table, Some(lock), dev, trusted)
+        }
+        _ => (None, None, InodeTable::in_memory(), None, false, false),
+    };
+    let xattr_ns = if trusted && !o.userxattr {
+        XattrNs::Trusted
+    } else {
+        XattrNs::User
+    };
+    let opts = union::Options {
+        redirect_dir: o.redirect_dir,
+        read_only: o.read_only || upper.is_none(),
+        xattr_ns,
+        kernel_whiteouts: kernel_wh,
+        xattr_permissions: !root,
+    };
+    let read_only = opts.read_only;
+    let fs =
+        Arc::new(Union::new(upper, lowers, work, inodes, opts).map_err(|e| anyhow!("errno {e}"))?);
+
+    let fsname = o
+        .fsname
+        .clone()
+        .or(source.map(String::from))
+        .unwrap_or_else(|| "strata".into());
+    let allow_other = o.allow_other.unwrap_or(root);
+    let mut config = fuser::Config::default();
+    config.acl = if allow_other {
+        fuser::SessionACL::All
+    } else if o.allow_root {
+        fuser::SessionACL::RootAndOwner
+    } else {
+        fuser::SessionACL::Owner
+    };
+    config.n_threads = Some(
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(2, 8),
+    );
+    config.clone_fd = true;
+    let fsys = StrataFs { fs: fs.clone() };
+    let session = if root {
+        let dev = mount_direct(&layout.mountpoint, &fsname, o, read_only, allow_other)?;
+        fuser::Session::from_fd(fsys, dev, config.acl, config)
+    } else {
+        config.mount_options = fuser_options(&fsname, o, read_only);
+        fuser::Session::new(fsys, &layout.mountpoint, &config)
+    }
+    .map_err(|e| anyhow!("cannot mount on {}: {e}", layout.mountpoint.display()))?;
+    let pidfile = pid_file(&layout.mountpoint);
+    if let Some(p) = &pidfile {
+        let _ = fs::write(p, std::process::id().to_string());
+    }
+    log::info!(
+        "mounted {} (lower: {}; upper: {}; whiteouts: {}; xattrs: {:?})",
+        layout.mountpoint.display(),
+        layout
+            .lowers
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":"),
+        layout
+            .upper
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "none, read-only".into()),
+        if kernel_wh {
+            "char device 0:0"
+        } else {
+            ".wh. files"
+        },
+        xattr_ns
+    );
+    if let Some(n) = notify {
+        let mut f = fs::File::from(n.try_clone()?);
+        f.write_all(b"ok\n")?;
+    }
+    spawn_signal_unmounter(layout.mountpoint.clone());
+    let r = session.run();
+    fs.flush_table();
+    if let Some(p) = &pidfile {
+        let _ = fs::remove_file(p);
+    }
+    r.map_err(|e| anyhow!("serving {}: {e}", layout.mountpoint.display()))
+}
+
+fn stop_signals() -> libc::sigset_t {
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        set
+    }
+}
+
+fn block_stop_signals() {
+    let set = stop_signals();
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
+/// mount(2) of type fuse.strata, as libfuse does for root: the kernel flags are the caller's
+/// (dev and suid unless nodev/nosuid are given, as for kernel overlayfs).
+fn mount_direct(
+    mp: &Path,
+    source: &str,
+    o: &MountOptions,
+    read_only: bool,
+    allow_other: bool,
+) -> Result<OwnedFd> {
+    let dev = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .context("/dev/fuse (is the fuse module loaded?)")?;
+    let fd: OwnedFd = dev.into();
+    let rootmode = fs::metadata(mp)?.mode() & libc::S_IFMT;
+    let mut data = format!(
+        "fd={},rootmode={rootmode:o},user_id=0,group_id=0",
+        fd.as_raw_fd()
+    );
+    if o.default_permissions {
+        data.push_str(",default_permissions");
+    }
+    if allow_other {
+        data.push_str(",allow_other");
+    }
+    let mut flags: libc::c_ulong = 0;
+    if read_only {
+        flags |= libc::MS_RDONLY;
+    }
+    for f in &o.kernel_flags {
+        flags |= match f.as_str() {
+            "nodev" => libc::MS_NODEV,
+            "nosuid" => libc::MS_NOSUID,
+            "noexec" => libc::MS_NOEXEC,
+            "noatime" => libc::MS_NOATIME,
+            "nodiratime" => libc::MS_NODIRATIME,
+            "strictatime" => libc::MS_STRICTATIME,
+            "sync" => libc::MS_SYNCHRONOUS,
+            "dirsync" => libc::MS_DIRSYNC,
+            _ => 0,
+        };
+    }
+    let c = |s: &[u8]| CString::new(s).map_err(|_| anyhow!("NUL in mount argument"));
+    let (src, target, kind, data) = (
+        c(source.as_bytes())?,
+        c(mp.as_os_str().as_bytes())?,
+        c(b"fuse.strata")?,
+        c(data.as_bytes())?,
+    );
+    let r = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            kind.as_ptr(),
+            flags,
+            data.as_ptr() as *const _,
+        )
+    };
+    if r != 0 {
+        bail!(
+            "mount {}: {}",
+            mp.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(fd)
+}
+
+/// The same options for fuser's mount through fusermount3 (unprivileged).
+fn fuser_options(fsname: &str, o: &MountOptions, read_only: bool) -> Vec<fuser::MountOption> {
+    use fuser::MountOption as M;
+    let mut mo = vec![M::FSName(fsname.into()), M::Subtype("strata".into())];
+    if o.default_permissions {
+        mo.push(M::DefaultPermissions);
+    }
+    if read_only {
+        mo.push(M::RO);
+    }
+    for f in &o.kernel_flags {
+        mo.push(match f.as_str() {
+            "dev" => M::Dev,
+            "nodev" => M::NoDev,
+            "suid" => M::Suid,
+            "nosuid" => M::NoSuid,
+            "exec" => M::Exec,
+            "noexec" => M::NoExec,
+            "atime" => M::Atime,
+            "noatime" => M::NoAtime,
+            "sync" => M::Sync,
+            "async" => M::Async,
+            "dirsync" => M::DirSync,
+            other => M::CUSTOM(other.into()),
+        });
+    }
+    mo
+}
+
+/// SIGINT/SIGTERM unmount, so the session ends and the inode table is flushed.
+fn spawn_signal_unmounter(mountpoint: PathBuf) {
+    std::thread::spawn(move || unsafe {
+        let set = stop_signals();
+        let mut sig = 0;
+        if libc::sigwait(&set, &mut sig) == 0 {
+            log::info!("signal {sig}: unmounting {}", mountpoint.display());
+            let _ = unmount_path(&mountpoint);
+        }
+    });
+}
+
+fn runtime_dir() -> PathBuf {
+    if crate::sys::geteuid() == 0 {
+        PathBuf::from("/run/strata")
+    } else if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR") {
+        PathBuf::from(d).join("strata")
+    } else {
+        PathBuf::from(format!("/tmp/strata-{}", crate::sys::geteuid()))
+    }
+}
+
+fn pid_file(mountpoint: &Path) -> Option<PathBuf> {
+    let dir = runtime_dir();
+    fs::create_dir_all(&dir).ok()?;
+    let name: String = mountpoint
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Some(dir.join(format!("{name}.pid")))
+}
+
+fn unmount_path(mp: &Path) -> Result<()> {
+    let c = CString::new(mp.as_os_str().as_bytes())?;
+    if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EPERM) {
+        let st = std::process::Command::new("fusermount3")
+            .arg("-u")
+            .arg(mp)
+            .status()?;
+        if st.success() {
+            return Ok(());
+        }
+        bail!("fusermount3 -u {} failed", mp.display());
+    }
+    Err(anyhow!("cannot unmount {}: {err}", mp.display()))
+}
+
+pub fn umount(mountpoint: &Path) -> Result<()> {
+    let mp = mountpoint
+        .canonicalize()
+        .map_err(|e| anyhow!("{}: {}", mountpoint.display(), io_msg(&e)))?;
+    let kind = mount_points()
+        .into_iter()
+        .rev()
+        .find(|(p, _)| *p == mp)
+        .map(|(_, k)| k);
+    match kind.as_deref() {
+        Some("fuse.strata") => {}
+        Some(other) => bail!("{} is a {other} mount, not a strata mount", mp.display()),
+        None => bail!("{} is not mounted", mp.display()),
+    }
+    let pid = pid_file(&mp)
+        .and_then(|p| fs::read_to_string(p).ok())
+        .and_then(|s| s.trim().parse::<i32>().ok());
+    unmount_path(&mp)?;
+    // Wait for the daemon to finish flushing its inode table.
+    if let Some(pid) = pid {
+        let t = Instant::now();
+        while unsafe { libc::kill(pid, 0) } == 0 && t.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}

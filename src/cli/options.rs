@@ -1,0 +1,198 @@
+//! Mount options, as overlayfs and fuse-overlayfs take them: `-o lowerdir=A:B,upperdir=U,...`.
+//! Commas and colons inside a path are escaped with a backslash, as for overlayfs.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct MountOptions {
+    /// Top-most first.
+    pub lowerdir: Vec<PathBuf>,
+    pub upperdir: Option<PathBuf>,
+    pub workdir: Option<PathBuf>,
+    pub redirect_dir: bool,
+    pub read_only: bool,
+    pub allow_other: Option<bool>,
+    pub allow_root: bool,
+    pub default_permissions: bool,
+    pub fsname: Option<String>,
+    /// Overlay metadata in user.overlay.* even when trusted.* is writable.
+    pub userxattr: bool,
+    /// Flags handed to the kernel as they are (nodev, nosuid, noexec, noatime, ...).
+    pub kernel_flags: Vec<String>,
+}
+
+/// Split on unescaped `sep`, removing the escaping backslashes.
+fn split_escaped(s: &str, sep: char) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(n) = chars.next() {
+                if n != sep && n != '\\' && n != ',' && n != ':' {
+                    out.last_mut().unwrap().push('\\');
+                }
+                out.last_mut().unwrap().push(n);
+            }
+        } else if c == sep {
+            out.push(String::new());
+        } else {
+            out.last_mut().unwrap().push(c);
+        }
+    }
+    out
+}
+
+/// Split a `-o` string on unescaped commas, keeping escapes for the values to undo.
+fn split_options(s: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                out.last_mut().unwrap().push('\\');
+                if let Some(n) = chars.next() {
+                    out.last_mut().unwrap().push(n);
+                }
+            }
+            ',' => out.push(String::new()),
+            _ => out.last_mut().unwrap().push(c),
+        }
+    }
+    out.retain(|o| !o.is_empty());
+    out
+}
+
+fn on_off(key: &str, v: &str) -> Result<bool> {
+    match v {
+        "on" | "follow" => Ok(true),
+        "off" | "nofollow" => Ok(false),
+        _ => bail!("option {key}: expected on or off, got '{v}'"),
+    }
+}
+
+pub fn parse(opts: &[String]) -> Result<MountOptions> {
+    let mut m = MountOptions {
+        redirect_dir: true,
+        default_permissions: true,
+        ..Default::default()
+    };
+    for group in opts {
+        for o in split_options(group) {
+            let (key, val) = match o.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (o.as_str(), None),
+            };
+            let need = |v: Option<&str>| -> Result<String> {
+                match v {
+                    Some(v) if !v.is_empty() => Ok(v.to_string()),
+                    _ => bail!("option {key} needs a value"),
+                }
+            };
+            match key {
+                "lowerdir" => {
+                    let v = need(val)?;
+                    m.lowerdir = split_escaped(&v, ':')
+                        .into_iter()
+                        .map(PathBuf::from)
+                        .collect();
+                    if m.lowerdir.iter().any(|p| p.as_os_str().is_empty()) {
+                        bail!("option lowerdir has an empty layer in '{v}'");
+                    }
+                }
+                "upperdir" => {
+                    m.upperdir = Some(PathBuf::from(split_escaped(&need(val)?, '\0').concat()))
+                }
+                "workdir" => {
+                    m.workdir = Some(PathBuf::from(split_escaped(&need(val)?, '\0').concat()))
+                }
+                "redirect_dir" => m.redirect_dir = on_off(key, &need(val)?)?,
+                "ro" => m.read_only = true,
+                "rw" => m.read_only = false,
+                "allow_other" => m.allow_other = Some(true),
+                "allow_root" => m.allow_root = true,
+                "default_permissions" => m.default_permissions = true,
+                "fsname" => m.fsname = Some(need(val)?),
+                // mount.fuse3 and fuse-overlayfs callers pass these; they change nothing here.
+                "subtype" | "xino" | "index" | "metacopy" | "volatile" | "noacl"
+                | "auto_unmount" | "squash_to_root" | "squash_to_uid" | "squash_to_gid"
+                | "static_nlink" | "fast_ino" | "plugins" | "threaded" | "fsync" | "context"
+                | "fscontext" | "defcontext" | "rootcontext" => {}
+                "userxattr" => m.userxattr = true,
+                "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" | "atime" | "noatime"
+                | "relatime" | "norelatime" | "strictatime" | "diratime" | "nodiratime"
+                | "sync" | "async" | "dirsync" => {
+                    if val.is_some() {
+                        bail!("option {key} takes no value");
+                    }
+                    m.kernel_flags.push(key.to_string());
+                }
+                _ => bail!("unknown mount option '{o}'"),
+            }
+        }
+    }
+    if m.lowerdir.is_empty() {
+        bail!("missing lowerdir=: at least one lower layer is required");
+    }
+    match (&m.upperdir, &m.workdir) {
+        (Some(_), None) => bail!("upperdir= needs workdir= (on the same filesystem)"),
+        (None, Some(_)) => bail!("workdir= needs upperdir="),
+        _ => {}
+    }
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<MountOptions> {
+        parse(&[s.to_string()])
+    }
+
+    #[test]
+    fn overlay_form() {
+        let m = p("lowerdir=/a:/b,upperdir=/u,workdir=/w,redirect_dir=off").unwrap();
+        assert_eq!(m.lowerdir, vec![PathBuf::from("/a"), PathBuf::from("/b")]);
+        assert_eq!(m.upperdir, Some("/u".into()));
+        assert_eq!(m.workdir, Some("/w".into()));
+        assert!(!m.redirect_dir);
+        assert!(!m.read_only);
+    }
+
+    #[test]
+    fn escapes_in_paths() {
+        let m = p(r"lowerdir=/a\:b:/c\,d").unwrap();
+        assert_eq!(
+            m.lowerdir,
+            vec![PathBuf::from("/a:b"), PathBuf::from("/c,d")]
+        );
+    }
+
+    #[test]
+    fn several_o_groups_and_kernel_flags() {
+        let m = parse(&["rw,nodev".into(), "lowerdir=/l".into()]).unwrap();
+        assert_eq!(m.kernel_flags, vec!["nodev".to_string()]);
+        assert_eq!(m.upperdir, None);
+    }
+
+    #[test]
+    fn bad_input_is_refused() {
+        assert!(p("lowerdir=/a,bogus")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown mount option 'bogus'"));
+        assert!(p("upperdir=/u,workdir=/w")
+            .unwrap_err()
+            .to_string()
+            .contains("lowerdir"));
+        assert!(p("lowerdir=/a,upperdir=/u")
+            .unwrap_err()
+            .to_string()
+            .contains("workdir"));
+        assert!(p("lowerdir=/a,redirect_dir=maybe").is_err());
+        assert!(p("lowerdir=/a::/b").is_err());
+        assert!(p("lowerdir=").is_err());
+    }
+}
