@@ -340,7 +340,9 @@ fn serve(layout: &Layout, source: Option<&str>, notify: Option<&OwnedFd>) -> Res
         redirect_dir: o.redirect_dir,
         read_only: o.read_only || upper.is_none(),
         xattr_ns,
-        kernel_whiteouts: kernel_wh,
+        // Unprivileged mounts write OCI-style `.wh.` whiteouts even where the kernel would let
+        // them make 0:0 devices, so the upper reads the same on any filesystem they land on.
+        kernel_whiteouts: kernel_wh && root,
         xattr_permissions: !root,
     };
     let read_only = opts.read_only;
@@ -373,8 +375,8 @@ fn serve(layout: &Layout, source: Option<&str>, notify: Option<&OwnedFd>) -> Res
         let dev = mount_direct(&layout.mountpoint, &fsname, o, read_only, allow_other)?;
         fuser::Session::from_fd(fsys, dev, config.acl, config)
     } else {
-        config.mount_options = fuser_options(&fsname, o, read_only);
-        fuser::Session::new(fsys, &layout.mountpoint, &config)
+        let dev = mount_fusermount(&layout.mountpoint, &fsname, o, read_only)?;
+        fuser::Session::from_fd(fsys, dev, config.acl, config)
     }
     .map_err(|e| anyhow!("cannot mount on {}: {e}", layout.mountpoint.display()))?;
     let pidfile = pid_file(&layout.mountpoint);
@@ -499,33 +501,73 @@ fn mount_direct(
     Ok(fd)
 }
 
-/// The same options for fuser's mount through fusermount3 (unprivileged).
-fn fuser_options(fsname: &str, o: &MountOptions, read_only: bool) -> Vec<fuser::MountOption> {
-    use fuser::MountOption as M;
-    let mut mo = vec![M::FSName(fsname.into()), M::Subtype("strata".into())];
+/// Mount through the setuid fusermount3, as libfuse does for unprivileged users: it opens
+/// /dev/fuse, mounts, and passes the fd back over a socket named by _FUSE_COMMFD.
+fn mount_fusermount(mp: &Path, fsname: &str, o: &MountOptions, read_only: bool) -> Result<OwnedFd> {
+    use std::os::unix::net::UnixStream;
+    use std::os::unix::process::CommandExt;
+    let mut opts = vec![format!("fsname={}", fsname.replace(',', "\\,")), "subtype=strata".into()];
     if o.default_permissions {
-        mo.push(M::DefaultPermissions);
+        opts.push("default_permissions".into());
+    }
+    if o.allow_other == Some(true) {
+        opts.push("allow_other".into());
+    } else if o.allow_root {
+        opts.push("allow_root".into());
     }
     if read_only {
-        mo.push(M::RO);
+        opts.push("ro".into());
     }
-    for f in &o.kernel_flags {
-        mo.push(match f.as_str() {
-            "dev" => M::Dev,
-            "nodev" => M::NoDev,
-            "suid" => M::Suid,
-            "nosuid" => M::NoSuid,
-            "exec" => M::Exec,
-            "noexec" => M::NoExec,
-            "atime" => M::Atime,
-            "noatime" => M::NoAtime,
-            "sync" => M::Sync,
-            "async" => M::Async,
-            "dirsync" => M::DirSync,
-            other => M::CUSTOM(other.into()),
+    opts.extend(o.kernel_flags.iter().cloned());
+    let (ours, theirs) = UnixStream::pair()?;
+    let theirs_fd = theirs.as_raw_fd();
+    let mut cmd = std::process::Command::new("fusermount3");
+    cmd.arg("-o")
+        .arg(opts.join(","))
+        .arg("--")
+        .arg(mp)
+        .env("_FUSE_COMMFD", theirs_fd.to_string())
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    unsafe {
+        cmd.pre_exec(move || {
+            // The socket must survive exec.
+            if libc::fcntl(theirs_fd, libc::F_SETFD, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
         });
     }
-    mo
+    let child = cmd.spawn().context("cannot run fusermount3 (install the fuse3 package)")?;
+    drop(theirs);
+    let fd = recv_fd(&ours);
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        let msg = String::from_utf8_lossy(&out.stderr);
+        bail!("fusermount3: {}", msg.trim().lines().last().unwrap_or("mount failed"));
+    }
+    fd.context("fusermount3 did not pass the /dev/fuse descriptor back")
+}
+
+fn recv_fd(sock: &std::os::unix::net::UnixStream) -> Result<OwnedFd> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr() as *mut _, iov_len: 1 };
+    let mut cbuf = [0u8; 64];
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr() as *mut _;
+    msg.msg_controllen = cbuf.len();
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n <= 0 {
+        bail!("no reply from fusermount3");
+    }
+    let c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    if c.is_null() || unsafe { (*c).cmsg_type } != libc::SCM_RIGHTS {
+        bail!("unexpected reply from fusermount3");
+    }
+    let fd = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const i32) };
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// SIGINT/SIGTERM unmount, so the session ends and the inode table is flushed.
