@@ -506,7 +506,10 @@ fn mount_direct(
 fn mount_fusermount(mp: &Path, fsname: &str, o: &MountOptions, read_only: bool) -> Result<OwnedFd> {
     use std::os::unix::net::UnixStream;
     use std::os::unix::process::CommandExt;
-    let mut opts = vec![format!("fsname={}", fsname.replace(',', "\\,")), "subtype=strata".into()];
+    let mut opts = vec![
+        format!("fsname={}", fsname.replace(',', "\\,")),
+        "subtype=strata".into(),
+    ];
     if o.default_permissions {
         opts.push("default_permissions".into());
     }
@@ -538,20 +541,28 @@ fn mount_fusermount(mp: &Path, fsname: &str, o: &MountOptions, read_only: bool) 
             Ok(())
         });
     }
-    let child = cmd.spawn().context("cannot run fusermount3 (install the fuse3 package)")?;
+    let child = cmd
+        .spawn()
+        .context("cannot run fusermount3 (install the fuse3 package)")?;
     drop(theirs);
     let fd = recv_fd(&ours);
     let out = child.wait_with_output()?;
     if !out.status.success() {
         let msg = String::from_utf8_lossy(&out.stderr);
-        bail!("fusermount3: {}", msg.trim().lines().last().unwrap_or("mount failed"));
+        bail!(
+            "fusermount3: {}",
+            msg.trim().lines().last().unwrap_or("mount failed")
+        );
     }
     fd.context("fusermount3 did not pass the /dev/fuse descriptor back")
 }
 
 fn recv_fd(sock: &std::os::unix::net::UnixStream) -> Result<OwnedFd> {
     let mut byte = [0u8; 1];
-    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr() as *mut _, iov_len: 1 };
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr() as *mut _,
+        iov_len: 1,
+    };
     let mut cbuf = [0u8; 64];
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;

@@ -425,30 +425,7 @@ impl Union {
                 }
                 Probe::Absent => {}
             }
-            let one_step = src_has_lower
-                && self.opts.kernel_whiteouts
-                // One step: the source moves and a whiteout takes its old name.
-                && match sys::renameat2(ofd, name, nfd, newname, libc::RENAME_WHITEOUT) {
-                    Ok(()) => true,
-                    Err(libc::EINVAL) => false, // the upper's filesystem lacks RENAME_WHITEOUT
-                    Err(e) => return Err(e),
-                };
-            if one_step {
-            } else if src_has_lower && self.opts.kernel_whiteouts {
-                sys::renameat2(ofd, name, nfd, newname, 0)?;
-                sys::mknodat(ofd, name, libc::S_IFCHR, 0)?;
-            } else {
-                if src_has_lower {
-                    let wh = whiteout_name(name);
-                    drop(sys::openat(
-                        ofd,
-                        &wh,
-                        libc::O_CREAT | libc::O_WRONLY,
-                        0o600,
-                    )?);
-                }
-                sys::renameat2(ofd, name, nfd, newname, 0)?;
-            }
+            self.rename_leaving_whiteout(ofd, name, nfd, newname, src_has_lower)?;
             if target_wh_file {
                 sys::unlinkat(nfd, &whiteout_name(newname), false)?;
             }
@@ -473,6 +450,38 @@ impl Union {
             }
         }
         Ok(())
+    }
+
+    /// rename(2) in the upper; with `whiteout`, the old name is left hidden from the lower layers
+    /// (in one step with RENAME_WHITEOUT where the upper's filesystem has it).
+    fn rename_leaving_whiteout(
+        &self,
+        ofd: i32,
+        name: &OsStr,
+        nfd: i32,
+        newname: &OsStr,
+        whiteout: bool,
+    ) -> Res<()> {
+        if !whiteout {
+            return sys::renameat2(ofd, name, nfd, newname, 0);
+        }
+        if self.opts.kernel_whiteouts {
+            match sys::renameat2(ofd, name, nfd, newname, libc::RENAME_WHITEOUT) {
+                Err(libc::EINVAL) => {
+                    sys::renameat2(ofd, name, nfd, newname, 0)?;
+                    return sys::mknodat(ofd, name, libc::S_IFCHR, 0);
+                }
+                r => return r,
+            }
+        }
+        // The `.wh.` file goes first: a crash in between leaves the entry hidden, not doubled.
+        drop(sys::openat(
+            ofd,
+            &whiteout_name(name),
+            libc::O_CREAT | libc::O_WRONLY,
+            0o600,
+        )?);
+        sys::renameat2(ofd, name, nfd, newname, 0)
     }
 
     /// Is `dir` the node `anc` or below it?

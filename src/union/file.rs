@@ -155,6 +155,17 @@ impl Union {
         Ok(st)
     }
 
+    /// The stat of an unlinked file that is still open somewhere.
+    pub(crate) fn open_file_stat(&self, id: u64) -> Res<libc::stat> {
+        let fh = self
+            .files
+            .iter()
+            .find(|h| h.id == id)
+            .map(|h| *h.key())
+            .ok_or(libc::ENOENT)?;
+        self.fgetattr(fh)
+    }
+
     pub fn setattr(&self, id: u64, a: &SetAttr) -> Res<libc::stat> {
         self.writable()?;
         let _g = self.write_ns();

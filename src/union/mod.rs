@@ -510,7 +510,12 @@ impl Union {
     }
 
     pub fn getattr(&self, id: u64) -> Res<libc::stat> {
-        let (st, path) = self.resolve(id)?;
+        let (st, path) = match self.resolve(id) {
+            Ok(r) => r,
+            // Its last name is gone, but it may still be open: stat it through an open handle.
+            Err(libc::ENOENT) => return self.open_file_stat(id),
+            Err(e) => return Err(e),
+        };
         let (layer, parent, name) = self.top_of(&st, &path);
         let fd = self.layer(layer).dir(&parent)?;
         let mut s = sys::fstatat(fd.as_raw_fd(), &name)?;
