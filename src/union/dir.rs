@@ -172,11 +172,18 @@ impl Union {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut st = *found.top();
         self.fix_stat(node.id, &mut st, true, &ppath.join(name));
-        log::debug!(
-            "create /{}: {}",
-            ppath.join(name).display(),
-            kind_name(kind)
-        );
+        if kind == libc::S_IFDIR && covered != Covered::Nothing {
+            log::info!(
+                "opaque /{}: new directory over a deleted one; nothing below shows through",
+                ppath.join(name).display()
+            );
+        } else {
+            log::debug!(
+                "create /{}: {}",
+                ppath.join(name).display(),
+                kind_name(kind)
+            );
+        }
         Ok((node.id, st, file))
     }
 
