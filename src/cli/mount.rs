@@ -410,11 +410,17 @@ fn serve(layout: &Layout, source: Option<&str>, notify: Option<&OwnedFd>) -> Res
     }
     spawn_signal_unmounter(layout.mountpoint.clone());
     let r = session.run();
+    // Let go of the layers and the workdir at once: whoever unmounted us may be about to
+    // unmount the filesystem they live on. The inode table's log is synced, and RocksDB
+    // recovers from its log, so the process ends here without an orderly teardown.
     fs.flush_table();
     if let Some(p) = &pidfile {
         let _ = fs::remove_file(p);
     }
-    r.map_err(|e| anyhow!("serving {}: {e}", layout.mountpoint.display()))
+    match r {
+        Ok(()) => unsafe { libc::_exit(0) },
+        Err(e) => Err(anyhow!("serving {}: {e}", layout.mountpoint.display())),
+    }
 }
 
 fn stop_signals() -> libc::sigset_t {
