@@ -418,6 +418,7 @@ impl Union {
             // What the upper has at the target: a real entry is replaced; a merged-empty
             // directory is discarded first (it may still hold whiteouts); a whiteout is replaced.
             let mut target_wh_file = false;
+            let mut target_wh_dev = false;
             match layer::probe(nfd, newname)? {
                 Probe::Entry(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
                     self.discard(nfd, newname)?;
@@ -429,10 +430,20 @@ impl Union {
                 }
                 Probe::Whiteout => {
                     target_wh_file = sys::stat_opt(nfd, newname)?.is_none();
+                    target_wh_dev = !target_wh_file;
                 }
                 Probe::Absent => {}
             }
-            self.rename_leaving_whiteout(ofd, name, nfd, newname, src_has_lower)?;
+            if src_dir && target_wh_dev {
+                // A directory cannot replace a device: swap the two. The whiteout lands on the
+                // old name, which is where one is needed if anything below still shows there.
+                sys::renameat2(ofd, name, nfd, newname, libc::RENAME_EXCHANGE)?;
+                if !src_has_lower {
+                    sys::unlinkat(ofd, name, false)?;
+                }
+            } else {
+                self.rename_leaving_whiteout(ofd, name, nfd, newname, src_has_lower)?;
+            }
             if target_wh_file {
                 sys::unlinkat(nfd, &whiteout_name(newname), false)?;
             }
