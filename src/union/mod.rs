@@ -371,6 +371,17 @@ impl Union {
                     if is_opaque(fd.as_raw_fd(), name)? {
                         break;
                     }
+                    if self.opts.redirect_dir {
+                        if let Some(r) = redirect_of(fd.as_raw_fd(), name)? {
+                            // Renamed again in a layer that was itself an upper: follow on.
+                            let abs = match r {
+                                Redirect::Abs(p) => p,
+                                Redirect::Name(n) => parent.join(n),
+                            };
+                            out.extend(self.lower_chain_abs(&abs, layer + 1, true)?);
+                            break;
+                        }
+                    }
                 }
             }
         }
