@@ -94,13 +94,12 @@ pub fn probe(dirfd: RawFd, name: &OsStr) -> Res<Probe> {
     match sys::stat_opt(dirfd, name)? {
         Some(st) if sys::is_whiteout_dev(&st) => Ok(Probe::Whiteout),
         Some(st) => Ok(Probe::Entry(st)),
-        None => {
-            if sys::stat_opt(dirfd, &whiteout_name(name))?.is_some() {
-                Ok(Probe::Whiteout)
-            } else {
-                Ok(Probe::Absent)
-            }
-        }
+        None => match sys::stat_opt(dirfd, &whiteout_name(name)) {
+            Ok(Some(_)) => Ok(Probe::Whiteout),
+            // `.wh.` + a name near NAME_MAX cannot exist, so nothing whites that name out.
+            Ok(None) | Err(libc::ENAMETOOLONG) => Ok(Probe::Absent),
+            Err(e) => Err(e),
+        },
     }
 }
 
