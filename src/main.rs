@@ -75,8 +75,38 @@ fn mount(a: MountArgs) -> anyhow::Result<()> {
     })
 }
 
+/// `/sbin/umount.strata MOUNTPOINT [-flnrv] [-t TYPE]`: util-linux's umount runs this for mounts
+/// that strata registered with `helper=strata`, so a plain `umount` waits for the daemon to exit.
+fn umount_helper(args: &[String]) -> anyhow::Result<()> {
+    let mut lazy = false;
+    let mut mountpoint = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-t" | "-N" => {
+                it.next();
+            }
+            s if s.starts_with('-') => lazy |= s.contains('l'),
+            s => mountpoint = mountpoint.or(Some(PathBuf::from(s))),
+        }
+    }
+    let mp = mountpoint.ok_or_else(|| anyhow::anyhow!("usage: umount.strata MOUNTPOINT"))?;
+    cli::mount::umount_with(&mp, lazy)
+}
+
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
+    let prog = argv
+        .first()
+        .map(|a| a.rsplit('/').next().unwrap_or(a))
+        .unwrap_or("");
+    if prog.starts_with("umount.") {
+        if let Err(e) = umount_helper(&argv[1..]) {
+            eprintln!("strata: {}", format!("{e:#}").replace('\n', " "));
+            std::process::exit(1);
+        }
+        return;
+    }
     let first = argv.get(1).map(String::as_str).unwrap_or("");
     let is_verb = matches!(
         first,

@@ -22,6 +22,78 @@ use crate::inode::InodeTable;
 use crate::union::layer::{Layer, XattrNs};
 use crate::union::{self, Union};
 
+/// libmount's record of userspace mount options (/run/mount/utab). strata adds `helper=strata`
+/// to its mounts there, so that util-linux's umount runs /sbin/umount.strata, which waits for
+/// the daemon to exit: a FUSE unmount by itself returns while the daemon is still running.
+mod utab {
+    use std::fs;
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::path::Path;
+
+    const DIR: &str = "/run/mount";
+    const FILE: &str = "/run/mount/utab";
+
+    fn mangle(s: &str) -> String {
+        s.chars()
+            .map(|c| match c {
+                ' ' => "\\040".to_string(),
+                '\t' => "\\011".to_string(),
+                '\n' => "\\012".to_string(),
+                '\\' => "\\134".to_string(),
+                c => c.to_string(),
+            })
+            .collect()
+    }
+
+    fn locked<T>(f: impl FnOnce() -> std::io::Result<T>) -> std::io::Result<T> {
+        fs::create_dir_all(DIR)?;
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(format!("{FILE}.lock"))?;
+        unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+        f()
+    }
+
+    pub fn register(mountpoint: &Path, source: &str) -> Option<String> {
+        let line = format!(
+            "SRC={} TARGET={} ROOT=/ OPTS=helper=strata",
+            mangle(source),
+            mangle(&mountpoint.to_string_lossy())
+        );
+        let r = locked(|| {
+            let mut f = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(FILE)?;
+            writeln!(f, "{line}")
+        });
+        match r {
+            Ok(()) => Some(line),
+            Err(e) => {
+                log::warn!("cannot record the mount in {FILE}: {e}");
+                None
+            }
+        }
+    }
+
+    pub fn unregister(line: &str) {
+        let _ = locked(|| {
+            let text = fs::read_to_string(FILE).unwrap_or_default();
+            let kept: String = text
+                .lines()
+                .filter(|l| *l != line)
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let tmp = format!("{FILE}.strata.{}", std::process::id());
+            fs::write(&tmp, kept)?;
+            fs::rename(&tmp, FILE)
+        });
+    }
+}
+
 pub struct MountRequest {
     pub options: Vec<String>,
     pub source: Option<String>,
@@ -404,6 +476,7 @@ fn serve(layout: &Layout, source: Option<&str>, notify: Option<&OwnedFd>) -> Res
         },
         xattr_ns
     );
+    let utab = root.then(|| utab::register(&layout.mountpoint, &fsname));
     if let Some(n) = notify {
         let mut f = fs::File::from(n.try_clone()?);
         f.write_all(b"ok\n")?;
@@ -416,6 +489,9 @@ fn serve(layout: &Layout, source: Option<&str>, notify: Option<&OwnedFd>) -> Res
     fs.flush_table();
     if let Some(p) = &pidfile {
         let _ = fs::remove_file(p);
+    }
+    if let Some(Some(line)) = &utab {
+        utab::unregister(line);
     }
     match r {
         Ok(()) => unsafe { libc::_exit(0) },
@@ -599,6 +675,16 @@ fn spawn_signal_unmounter(mountpoint: PathBuf) {
     });
 }
 
+/// Is `pid` a live process? A zombie (exited, not yet reaped by init) is not.
+fn running(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
 fn runtime_dir() -> PathBuf {
     if crate::sys::geteuid() == 0 {
         PathBuf::from("/run/strata")
@@ -622,8 +708,12 @@ fn pid_file(mountpoint: &Path) -> Option<PathBuf> {
 }
 
 fn unmount_path(mp: &Path) -> Result<()> {
+    unmount_flags(mp, 0)
+}
+
+fn unmount_flags(mp: &Path, flags: i32) -> Result<()> {
     let c = CString::new(mp.as_os_str().as_bytes())?;
-    if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
+    if unsafe { libc::umount2(c.as_ptr(), flags) } == 0 {
         return Ok(());
     }
     let err = std::io::Error::last_os_error();
@@ -641,6 +731,11 @@ fn unmount_path(mp: &Path) -> Result<()> {
 }
 
 pub fn umount(mountpoint: &Path) -> Result<()> {
+    umount_with(mountpoint, false)
+}
+
+/// Unmount (lazily with `lazy`) and wait until the daemon has exited.
+pub fn umount_with(mountpoint: &Path, lazy: bool) -> Result<()> {
     let mp = mountpoint
         .canonicalize()
         .map_err(|e| anyhow!("{}: {}", mountpoint.display(), io_msg(&e)))?;
@@ -657,11 +752,11 @@ pub fn umount(mountpoint: &Path) -> Result<()> {
     let pid = pid_file(&mp)
         .and_then(|p| fs::read_to_string(p).ok())
         .and_then(|s| s.trim().parse::<i32>().ok());
-    unmount_path(&mp)?;
+    unmount_flags(&mp, if lazy { libc::MNT_DETACH } else { 0 })?;
     // Wait for the daemon to finish flushing its inode table.
     if let Some(pid) = pid {
         let t = Instant::now();
-        while unsafe { libc::kill(pid, 0) } == 0 && t.elapsed() < Duration::from_secs(30) {
+        while running(pid) && t.elapsed() < Duration::from_secs(30) {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
