@@ -534,9 +534,10 @@ fn mount_direct(
         "fd={},rootmode={rootmode:o},user_id=0,group_id=0",
         fd.as_raw_fd()
     );
-    if o.default_permissions {
-        data.push_str(",default_permissions");
-    }
+    // Root mounts serve many users, so the kernel checks permissions. (Unprivileged mounts serve
+    // their owner only and, unless asked, let a refused chown reach the daemon, which keeps it
+    // in an xattr.)
+    data.push_str(",default_permissions");
     if allow_other {
         data.push_str(",allow_other");
     }

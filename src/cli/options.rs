@@ -15,6 +15,7 @@ pub struct MountOptions {
     pub read_only: bool,
     pub allow_other: Option<bool>,
     pub allow_root: bool,
+    /// Asked for explicitly; root mounts have it regardless (see cli::mount).
     pub default_permissions: bool,
     pub fsname: Option<String>,
     /// Overlay metadata in user.overlay.* even when trusted.* is writable.
@@ -75,7 +76,6 @@ fn on_off(key: &str, v: &str) -> Result<bool> {
 pub fn parse(opts: &[String]) -> Result<MountOptions> {
     let mut m = MountOptions {
         redirect_dir: true,
-        default_permissions: true,
         ..Default::default()
     };
     for group in opts {

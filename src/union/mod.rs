@@ -454,6 +454,10 @@ impl Union {
     }
 
     pub fn lookup(&self, parent: u64, name: &OsStr) -> Res<(u64, libc::stat)> {
+        if layer::is_whiteout_name(name) {
+            // Whiteout markers are bookkeeping: not listed, and not reachable by name either.
+            return Err(libc::ENOENT);
+        }
         let _g = self.read_ns();
         let (pst, ppath) = self.resolve(parent)?;
         let found = self.find(&pst, &ppath, name)?.ok_or(libc::ENOENT)?;
