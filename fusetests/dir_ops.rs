@@ -1,0 +1,236 @@
+//! Deleting lower entries (whiteouts), rmdir's emptiness check across all layers, creating over
+//! a whiteout, and mkdir over a whiteout giving an opaque directory.
+
+mod common;
+use common::*;
+use std::fs::{self, OpenOptions};
+
+#[test]
+fn deleting_lower_entries_of_every_type_leaves_whiteouts() {
+    let m = Builder::new(2)
+        .lower(0, |l| {
+            l.file("f", "f");
+            l.symlink("s", "f");
+            l.fifo("p");
+            l.chardev("c", 1, 3);
+            l.dir("d");
+        })
+        .lower(1, |l| {
+            l.file("low", "low");
+            l.file("f", "shadowed copy in lower1");
+        })
+        .mount();
+    m.run(|c| {
+        for n in ["f", "s", "p", "c", "low"] {
+            rm(c.p(n));
+        }
+        rmdir(c.p("d"));
+        for n in ["f", "s", "p", "c", "low", "d"] {
+            assert_enoent(c.p(n));
+            assert_upper_whiteout(&c.u(""), n);
+        }
+        assert!(
+            names(c.p("")).is_empty(),
+            "root still lists {:?}",
+            names(c.p(""))
+        );
+        assert_errno(
+            fs::remove_file(c.p("f")),
+            libc::ENOENT,
+            "unlink of a deleted file",
+        );
+        // The lowers are untouched.
+        assert_eq!(read(c.l(0, "f")), "f");
+        assert_eq!(read(c.l(1, "low")), "low");
+    });
+}
+
+#[test]
+fn rmdir_checks_emptiness_across_all_layers() {
+    let m = Builder::new(3)
+        .upper(|u| {
+            u.dir("d");
+        })
+        .lower(0, |l| {
+            l.file("d/f1", "1");
+            // e/ only holds entries that a higher layer deleted: it is empty.
+            l.whiteout_oci("e/x");
+            l.whiteout("e2/x");
+        })
+        .lower(1, |l| {
+            l.file("d/f2", "2");
+            l.file("e/x", "hidden");
+            l.file("e2/x", "hidden");
+        })
+        .lower(2, |l| {
+            l.dir("d/sub");
+        })
+        .mount();
+    m.run(|c| {
+        let what = "rmdir of a merged directory that still has entries";
+        assert_errno_in(
+            fs::remove_dir(c.p("d")),
+            &[libc::ENOTEMPTY, libc::EEXIST],
+            what,
+        );
+        rm(c.p("d/f1"));
+        assert_errno_in(
+            fs::remove_dir(c.p("d")),
+            &[libc::ENOTEMPTY, libc::EEXIST],
+            what,
+        );
+        rm(c.p("d/f2"));
+        assert_errno_in(
+            fs::remove_dir(c.p("d")),
+            &[libc::ENOTEMPTY, libc::EEXIST],
+            what,
+        );
+        rmdir(c.p("d/sub"));
+        assert!(names(c.p("d")).is_empty());
+        rmdir(c.p("d"));
+        assert_enoent(c.p("d"));
+        assert_upper_whiteout(&c.u(""), "d");
+
+        assert!(names(c.p("e")).is_empty());
+        rmdir(c.p("e"));
+        assert!(names(c.p("e2")).is_empty());
+        rmdir(c.p("e2"));
+        assert_eq!(names(c.p("")), set(&[]));
+        // rmdir of a file and unlink of a directory keep their errnos.
+        write(c.p("file"), "x");
+        assert_errno(
+            fs::remove_dir(c.p("file")),
+            libc::ENOTDIR,
+            "rmdir of a file",
+        );
+        mkdir(c.p("newdir"));
+        assert_errno_in(
+            fs::remove_file(c.p("newdir")),
+            &[libc::EISDIR, libc::EPERM],
+            "unlink of a directory",
+        );
+    });
+}
+
+#[test]
+fn creating_over_a_whiteout_works() {
+    let m = Builder::new(2)
+        .lower(0, |l| {
+            l.file("f", "old");
+            l.file("s", "old");
+            l.whiteout("kw");
+            l.whiteout_oci("ow");
+        })
+        .lower(1, |l| {
+            l.file("kw", "hidden by a kernel whiteout");
+            l.file("ow", "hidden by an OCI whiteout");
+        })
+        .mount();
+    m.run(|c| {
+        rm(c.p("f"));
+        write(c.p("f"), "new");
+        assert_eq!(read(c.p("f")), "new");
+        assert!(
+            lstat(c.u("f")).is_file(),
+            "the upper whiteout was not replaced by the new file"
+        );
+        assert_eq!(read(c.u("f")), "new");
+
+        rm(c.p("s"));
+        std::os::unix::fs::symlink("target", c.p("s")).unwrap();
+        assert_eq!(readlink(c.p("s")), "target");
+
+        write(c.p("kw"), "created over a lower kernel whiteout");
+        write(c.p("ow"), "created over a lower OCI whiteout");
+        assert_eq!(read(c.p("kw")), "created over a lower kernel whiteout");
+        assert_eq!(read(c.p("ow")), "created over a lower OCI whiteout");
+        assert_eq!(names(c.p("")), set(&["f", "s", "kw", "ow"]));
+
+        // O_EXCL over a whiteout is a creation, not EEXIST.
+        rm(c.p("f"));
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(c.p("f"))
+            .expect("O_CREAT|O_EXCL over a whiteout");
+        assert_eq!(read(c.p("f")), "");
+    });
+}
+
+#[test]
+fn mkdir_over_a_whiteout_makes_an_opaque_directory() {
+    let mut m = Builder::new(2)
+        .lower(0, |l| {
+            l.file("d/a", "a");
+            l.file("d/sub/b", "b");
+            l.file("was_file", "file");
+            l.whiteout("lw");
+        })
+        .lower(1, |l| {
+            l.file("d/c", "c");
+            l.file("lw/hidden", "hidden");
+        })
+        .mount();
+    m.run(|c| {
+        fs::remove_dir_all(c.p("d")).unwrap();
+        assert_enoent(c.p("d"));
+        mkdir(c.p("d"));
+        assert!(
+            names(c.p("d")).is_empty(),
+            "new dir over a whiteout shows {:?}",
+            names(c.p("d"))
+        );
+        assert_opaque(&c.u("d"));
+        assert_no_private_xattrs(&c.p("d"));
+        write(c.p("d/new"), "n");
+        assert_eq!(names(c.p("d")), set(&["new"]));
+
+        rm(c.p("was_file"));
+        mkdir(c.p("was_file"));
+        assert!(lstat(c.p("was_file")).is_dir());
+        assert!(names(c.p("was_file")).is_empty());
+
+        mkdir(c.p("lw"));
+        assert!(
+            names(c.p("lw")).is_empty(),
+            "mkdir over a lower-layer whiteout shows {:?}",
+            names(c.p("lw"))
+        );
+    });
+    m.remount();
+    m.run(|c| {
+        assert_eq!(names(c.p("d")), set(&["new"]), "after remount");
+        assert!(names(c.p("lw")).is_empty(), "after remount");
+        assert_enoent(c.p("d/a"));
+        assert_enoent(c.p("d/c"));
+    });
+}
+
+#[test]
+fn readdir_follows_creates_and_deletes() {
+    let m = Builder::new(2)
+        .lower(0, |l| {
+            l.file("d/a", "a");
+            l.file("d/b", "b");
+        })
+        .lower(1, |l| {
+            l.file("d/c", "c");
+        })
+        .mount();
+    m.run(|c| {
+        assert_eq!(names(c.p("d")), set(&["a", "b", "c"]));
+        rm(c.p("d/b"));
+        write(c.p("d/e"), "e");
+        rm(c.p("d/c"));
+        assert_eq!(names(c.p("d")), set(&["a", "e"]));
+        write(c.p("d/c"), "c again");
+        assert_eq!(names(c.p("d")), set(&["a", "c", "e"]));
+        assert_eq!(read(c.p("d/c")), "c again");
+        // A big directory, so readdir needs several FUSE round trips.
+        mkdir(c.p("big"));
+        for i in 0..600 {
+            write(c.p(&format!("big/file-with-a-longish-name-{i:04}")), "");
+        }
+        assert_eq!(names(c.p("big")).len(), 600);
+    });
+}

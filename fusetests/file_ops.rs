@@ -1,0 +1,476 @@
+//! Attribute and file operations: chmod, chown, utimens, truncate, fallocate, fsync, mknod,
+//! mkfifo, symlink/readlink, statfs, xattrs; O_TRUNC, O_APPEND, O_EXCL; unlink of an open file.
+
+mod common;
+use common::*;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+
+#[test]
+fn chmod_chown_utimens() {
+    let m = Builder::new(1)
+        .lower(0, |l| {
+            l.file_mode("f", "f", 0o644);
+            l.file_mode("g", "g", 0o644);
+            l.file_mode("t", "t", 0o644);
+            l.dir("d").mode("d", 0o755);
+        })
+        .mount();
+    m.run(|c| {
+        chmod(&c.p("f"), 0o600).unwrap();
+        chmod(&c.p("d"), 0o700).unwrap();
+        lchown(&c.p("g"), 1234, 5678).unwrap();
+        lutimens(
+            &c.p("t"),
+            (1_111_111_111, 222),
+            (1_222_222_222, 333_333_333),
+        )
+        .unwrap();
+        for (side, root) in [("mount", c.p("")), ("upper", c.u(""))] {
+            assert_eq!(
+                lstat(root.join("f")).mode() & 0o7777,
+                0o600,
+                "{side}: chmod"
+            );
+            assert_eq!(
+                lstat(root.join("d")).mode() & 0o7777,
+                0o700,
+                "{side}: chmod of a dir"
+            );
+            let g = lstat(root.join("g"));
+            assert_eq!((g.uid(), g.gid()), (1234, 5678), "{side}: chown");
+            let t = lstat(root.join("t"));
+            assert_eq!(
+                (t.atime(), t.atime_nsec()),
+                (1_111_111_111, 222),
+                "{side}: atime"
+            );
+            assert_eq!(
+                (t.mtime(), t.mtime_nsec()),
+                (1_222_222_222, 333_333_333),
+                "{side}: mtime"
+            );
+        }
+        // Only one side changed, and UTIME_NOW works.
+        lutimens(&c.p("g"), (0, libc::UTIME_OMIT), (0, libc::UTIME_NOW)).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!((lstat(c.p("g")).mtime() - now).abs() <= 5, "UTIME_NOW");
+        assert_eq!(
+            lstat(c.l(0, "f")).mode() & 0o7777,
+            0o644,
+            "the lower changed"
+        );
+        assert_eq!(lstat(c.l(0, "g")).uid(), 0, "the lower changed");
+        // chown -1 keeps the other id.
+        std::os::unix::fs::chown(c.p("g"), Some(42), None).unwrap();
+        let g = lstat(c.p("g"));
+        assert_eq!((g.uid(), g.gid()), (42, 5678));
+    });
+}
+
+#[test]
+fn truncate_and_open_flags() {
+    let m = Builder::new(1)
+        .lower(0, |l| {
+            l.file("tr", "0123456789");
+            l.file("otrunc", "abc");
+            l.file("app", "abc");
+            l.file("excl", "excl");
+            l.file("wh", "wh");
+            l.symlink("dangling", "nowhere");
+        })
+        .mount();
+    m.run(|c| {
+        let f = OpenOptions::new().write(true).open(c.p("tr")).unwrap();
+        f.set_len(3).unwrap();
+        assert_eq!(read(c.p("tr")), "012");
+        f.set_len(8192).unwrap();
+        drop(f);
+        let data = read_bytes(c.p("tr"));
+        assert_eq!(data.len(), 8192);
+        assert_eq!(&data[..3], b"012");
+        assert!(
+            data[3..].iter().all(|b| *b == 0),
+            "truncate up must read as zeros"
+        );
+        assert_eq!(lstat(c.u("tr")).len(), 8192);
+        assert_eq!(read(c.l(0, "tr")), "0123456789");
+
+        // O_TRUNC
+        let mut f = OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(c.p("otrunc"))
+            .unwrap();
+        assert_eq!(lstat(c.p("otrunc")).len(), 0, "O_TRUNC did not truncate");
+        f.write_all(b"x").unwrap();
+        drop(f);
+        assert_eq!(read(c.p("otrunc")), "x");
+        assert_eq!(read(c.l(0, "otrunc")), "abc");
+
+        // O_APPEND, from two descriptors
+        let mut a = OpenOptions::new().append(true).open(c.p("app")).unwrap();
+        let mut b = OpenOptions::new().append(true).open(c.p("app")).unwrap();
+        a.write_all(b"d").unwrap();
+        b.write_all(b"e").unwrap();
+        a.write_all(b"f").unwrap();
+        drop((a, b));
+        assert_eq!(read(c.p("app")), "abcdef");
+
+        // O_EXCL
+        let excl = |p: &std::path::Path| OpenOptions::new().write(true).create_new(true).open(p);
+        assert_errno(excl(&c.p("excl")), libc::EEXIST, "O_EXCL on a lower file");
+        write(c.p("upper_file"), "u");
+        assert_errno(
+            excl(&c.p("upper_file")),
+            libc::EEXIST,
+            "O_EXCL on an upper file",
+        );
+        assert_errno(
+            excl(&c.p("dangling")),
+            libc::EEXIST,
+            "O_EXCL on a dangling lower symlink",
+        );
+        assert_enoent(c.p("nowhere"));
+        rm(c.p("wh"));
+        excl(&c.p("wh")).expect("O_EXCL over a whiteout");
+        excl(&c.p("brand_new")).expect("O_EXCL of a new name");
+        assert_eq!(
+            names(c.p("")),
+            set(&[
+                "tr",
+                "otrunc",
+                "app",
+                "excl",
+                "wh",
+                "dangling",
+                "upper_file",
+                "brand_new"
+            ])
+        );
+    });
+}
+
+#[test]
+fn large_writes_and_reads_round_trip() {
+    let m = Builder::new(1)
+        .lower(0, |l| {
+            l.file("lower_big", vec![7u8; 3 << 20]);
+        })
+        .mount();
+    m.run(|c| {
+        let data: Vec<u8> = (0..(8u32 << 20))
+            .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+            .collect();
+        write(c.p("big"), &data);
+        assert!(
+            read_bytes(c.p("big")) == data,
+            "8 MiB file read back differently through the mount"
+        );
+        assert!(
+            read_bytes(c.u("big")) == data,
+            "8 MiB file differs in the upper"
+        );
+        // Overwrite a range in the middle of a lower file.
+        let f = OpenOptions::new()
+            .write(true)
+            .open(c.p("lower_big"))
+            .unwrap();
+        f.write_all_at(&[9u8; 100_000], 1_000_000).unwrap();
+        drop(f);
+        let got = read_bytes(c.p("lower_big"));
+        assert_eq!(got.len(), 3 << 20);
+        assert!(got[..1_000_000].iter().all(|b| *b == 7));
+        assert!(got[1_000_000..1_100_000].iter().all(|b| *b == 9));
+        assert!(got[1_100_000..].iter().all(|b| *b == 7));
+    });
+}
+
+#[test]
+fn fallocate_and_fsync() {
+    let m = Builder::new(1)
+        .lower(0, |l| {
+            l.file("lower", "lower data");
+        })
+        .mount();
+    m.run(|c| {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(c.p("fa"))
+            .unwrap();
+        fallocate(&f, 0, 0, 1 << 20).expect("fallocate");
+        let st = f.metadata().unwrap();
+        assert_eq!(st.len(), 1 << 20, "fallocate did not extend the file");
+        assert!(
+            st.blocks() >= 2048,
+            "fallocate did not allocate: {} blocks",
+            st.blocks()
+        );
+        fallocate(&f, libc::FALLOC_FL_KEEP_SIZE, 1 << 20, 1 << 20).expect("fallocate KEEP_SIZE");
+        let st = f.metadata().unwrap();
+        assert_eq!(st.len(), 1 << 20, "KEEP_SIZE changed the size");
+        assert!(
+            st.blocks() >= 4096,
+            "KEEP_SIZE did not allocate: {} blocks",
+            st.blocks()
+        );
+        f.write_all_at(b"data", 4096).unwrap();
+        fallocate(
+            &f,
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            0,
+            8192,
+        )
+        .expect("punch hole");
+        let mut buf = [1u8; 8];
+        f.read_exact_at(&mut buf, 4096).unwrap();
+        assert_eq!(buf, [0u8; 8], "punched range does not read as zeros");
+        f.sync_all().expect("fsync");
+        f.sync_data().expect("fdatasync");
+        drop(f);
+        assert!(lstat(c.u("fa")).blocks() >= 2048);
+
+        // On a lower file: copy-up, then allocate.
+        let f = OpenOptions::new().write(true).open(c.p("lower")).unwrap();
+        fallocate(&f, 0, 0, 65536).expect("fallocate on a lower file");
+        f.sync_all().expect("fsync of a copied-up file");
+        drop(f);
+        assert_eq!(lstat(c.p("lower")).len(), 65536);
+        assert_eq!(&read_bytes(c.u("lower"))[..10], b"lower data");
+
+        // fsync of a directory.
+        let d = File::open(c.p("")).unwrap();
+        d.sync_all().expect("fsync of a directory");
+    });
+}
+
+#[test]
+fn mknod_mkfifo_symlink_readlink() {
+    let m = Builder::new(1)
+        .lower(0, |l| {
+            l.symlink("lower_link", "../some/where");
+        })
+        .mount();
+    m.run(|c| {
+        mknod(&c.p("cdev"), libc::S_IFCHR | 0o600, 1, 3).expect("mknod char");
+        mknod(&c.p("bdev"), libc::S_IFBLK | 0o600, 7, 0).expect("mknod block");
+        mknod(&c.p("reg"), libc::S_IFREG | 0o640, 0, 0).expect("mknod regular");
+        mknod(&c.p("nfifo"), libc::S_IFIFO | 0o644, 0, 0).expect("mknod fifo");
+        mkfifo(&c.p("fifo"), 0o600).expect("mkfifo");
+        std::os::unix::fs::symlink("target/x", c.p("sl")).expect("symlink");
+        let long = "L".repeat(1000);
+        std::os::unix::fs::symlink(&long, c.p("long")).expect("symlink with a long target");
+        for (side, root) in [("mount", c.p("")), ("upper", c.u(""))] {
+            let cd = lstat(root.join("cdev"));
+            assert_eq!(
+                (kind(&cd), rdev_of(&cd)),
+                ('c', (1, 3)),
+                "{side}: char device"
+            );
+            let bd = lstat(root.join("bdev"));
+            assert_eq!(
+                (kind(&bd), rdev_of(&bd)),
+                ('b', (7, 0)),
+                "{side}: block device"
+            );
+            let r = lstat(root.join("reg"));
+            assert_eq!(
+                (kind(&r), r.mode() & 0o777),
+                ('f', 0o640),
+                "{side}: mknod S_IFREG"
+            );
+            assert_eq!(
+                kind(&lstat(root.join("nfifo"))),
+                'p',
+                "{side}: mknod S_IFIFO"
+            );
+            assert_eq!(kind(&lstat(root.join("fifo"))), 'p', "{side}: mkfifo");
+            assert_eq!(kind(&lstat(root.join("sl"))), 'l', "{side}: symlink");
+            assert_eq!(readlink(root.join("sl")), "target/x", "{side}: readlink");
+            assert_eq!(
+                readlink(root.join("long")),
+                long,
+                "{side}: readlink of a long target"
+            );
+            assert_eq!(
+                lstat(root.join("long")).len(),
+                1000,
+                "{side}: symlink st_size"
+            );
+        }
+        assert_eq!(readlink(c.p("lower_link")), "../some/where");
+        assert_errno(
+            fs::read_link(c.p("reg")),
+            libc::EINVAL,
+            "readlink of a regular file",
+        );
+        // Data goes through a fifo created in the mount.
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(c.p("fifo"))
+            .expect("open fifo O_RDWR");
+        f.write_all(b"through the fifo").unwrap();
+        let mut buf = [0u8; 16];
+        f.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"through the fifo");
+    });
+}
+
+#[test]
+fn statfs_reports_the_upper_filesystem() {
+    let m = Builder::new(1)
+        .lower(0, |l| {
+            l.file("f", "f");
+        })
+        .mount();
+    m.run(|c| {
+        let s = statvfs(&c.p("")).expect("statfs of the mount");
+        let u = statvfs(&c.u("")).unwrap();
+        assert!(
+            s.f_bsize > 0 && s.f_blocks > 0,
+            "statfs: bsize {} blocks {}",
+            s.f_bsize,
+            s.f_blocks
+        );
+        assert!(s.f_namemax >= 255, "statfs: namemax {}", s.f_namemax);
+        let size = |v: &libc::statvfs| v.f_blocks as u128 * v.f_frsize as u128;
+        assert_eq!(
+            size(&s),
+            size(&u),
+            "total size differs from the upper filesystem's"
+        );
+        let free = |v: &libc::statvfs| v.f_bavail as i128 * v.f_frsize as i128;
+        assert!(
+            (free(&s) - free(&u)).abs() < (256 << 20),
+            "free space differs from the upper's"
+        );
+    });
+}
+
+#[test]
+fn xattr_get_set_list_remove() {
+    let m = Builder::new(1)
+        .lower(0, |l| {
+            l.file("f", "f")
+                .xattr("f", "user.orig", b"lower")
+                .xattr("f", "user.drop", b"x");
+            l.dir("d");
+        })
+        .mount();
+    m.run(|c| {
+        let f = c.p("f");
+        assert_eq!(lgetxattr(&f, "user.orig").unwrap(), b"lower");
+        assert_eq!(
+            llistxattr(&f).unwrap(),
+            vec!["user.drop".to_string(), "user.orig".to_string()]
+        );
+        assert_errno(
+            lgetxattr(&f, "user.missing"),
+            libc::ENODATA,
+            "getxattr of a missing name",
+        );
+
+        lsetxattr(&f, "user.a", b"1", 0).unwrap();
+        let big: Vec<u8> = (0..4000u32).map(|i| (i % 251) as u8).collect();
+        lsetxattr(&f, "user.big", &big, 0).unwrap();
+        assert_eq!(lgetxattr(&f, "user.big").unwrap(), big);
+        assert_errno(
+            lsetxattr(&f, "user.a", b"2", libc::XATTR_CREATE),
+            libc::EEXIST,
+            "XATTR_CREATE on an existing name",
+        );
+        assert_errno(
+            lsetxattr(&f, "user.none", b"2", libc::XATTR_REPLACE),
+            libc::ENODATA,
+            "XATTR_REPLACE on a missing name",
+        );
+        lsetxattr(&f, "user.a", b"2", libc::XATTR_REPLACE).unwrap();
+        assert_eq!(lgetxattr(&f, "user.a").unwrap(), b"2");
+        lsetxattr(&f, "user.empty", b"", 0).unwrap();
+        assert_eq!(lgetxattr(&f, "user.empty").unwrap(), b"");
+
+        lremovexattr(&f, "user.drop").expect("removexattr of an xattr that lives in the lower");
+        assert_errno(
+            lgetxattr(&f, "user.drop"),
+            libc::ENODATA,
+            "getxattr after removexattr",
+        );
+        assert_errno(
+            lremovexattr(&f, "user.drop"),
+            libc::ENODATA,
+            "removexattr twice",
+        );
+        assert_eq!(
+            llistxattr(&f).unwrap(),
+            vec![
+                "user.a".to_string(),
+                "user.big".to_string(),
+                "user.empty".to_string(),
+                "user.orig".to_string()
+            ]
+        );
+        assert_eq!(
+            llistxattr(&c.u("f")).unwrap(),
+            llistxattr(&f).unwrap(),
+            "the upper's xattrs"
+        );
+        assert_eq!(
+            lgetxattr(&c.l(0, "f"), "user.drop").unwrap(),
+            b"x",
+            "the lower changed"
+        );
+
+        lsetxattr(&c.p("d"), "user.dir", b"d", 0).unwrap();
+        assert_eq!(lgetxattr(&c.p("d"), "user.dir").unwrap(), b"d");
+        assert_eq!(lgetxattr(&c.u("d"), "user.dir").unwrap(), b"d");
+    });
+}
+
+#[test]
+fn an_unlinked_open_file_stays_readable() {
+    let m = Builder::new(1)
+        .lower(0, |l| {
+            l.file("lower", "lower data");
+        })
+        .mount();
+    m.run(|c| {
+        let mut f = File::open(c.p("lower")).unwrap();
+        rm(c.p("lower"));
+        assert_enoent(c.p("lower"));
+        let mut s = String::new();
+        f.read_to_string(&mut s)
+            .expect("read of an unlinked lower file");
+        assert_eq!(s, "lower data");
+        assert_eq!(f.metadata().expect("fstat of an unlinked file").len(), 10);
+
+        write(c.p("upper"), "upper data");
+        let mut g = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(c.p("upper"))
+            .unwrap();
+        rm(c.p("upper"));
+        g.seek(SeekFrom::End(0)).unwrap();
+        g.write_all(b" and more")
+            .expect("write to an unlinked file");
+        g.seek(SeekFrom::Start(0)).unwrap();
+        let mut s = String::new();
+        g.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "upper data and more");
+        drop((f, g));
+        assert!(
+            names(c.p("")).is_empty(),
+            "unlinked files still listed: {:?}",
+            names(c.p(""))
+        );
+    });
+}

@@ -1,0 +1,239 @@
+//! Rootless: an unprivileged user mounts strata (through fusermount3), writes, deletes and
+//! renames, and the upper holds `.wh.` whiteouts and `user.overlay.*` xattrs, never the
+//! kernel's root-only formats. Where the filesystem beneath refuses a chown to the
+//! unprivileged daemon, the intended owner is kept in a `user.` xattr and reported.
+
+mod common;
+use common::*;
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const MAIN_SCRIPT: &str = r#"
+set -eu
+S="$1"; B="$2"; M="$B/mnt"
+"$S" mount -o "lowerdir=$B/lower,upperdir=$B/upper,workdir=$B/work" "$M"
+cat "$M/keep"
+echo new > "$M/new"
+echo more >> "$M/edit"
+rm "$M/gone"
+rm -r "$M/dir"
+mkdir "$M/dir"
+echo fresh > "$M/dir/fresh"
+mv "$M/ren" "$M/ren2"
+mkfifo "$M/fifo"
+echo "LISTING"
+ls -a "$M"
+echo "DIR"
+ls -a "$M/dir"
+echo "REN2"
+ls -a "$M/ren2"
+"$S" umount "$M"
+echo "DONE"
+"#;
+
+const CHOWN_SCRIPT: &str = r#"
+set -eu
+S="$1"; B="$2"; M="$B/mnt"
+"$S" mount -o "lowerdir=$B/lower,upperdir=$B/upper,workdir=$B/work" "$M"
+echo new > "$M/new"
+chown 12345:12346 "$M/new" "$M/keep"
+stat -c 'OWNER %n %u:%g' "$M/new" "$M/keep"
+"$S" umount "$M"
+"$S" mount -o "lowerdir=$B/lower,upperdir=$B/upper,workdir=$B/work" "$M"
+stat -c 'REMOUNTED %n %u:%g' "$M/new" "$M/keep"
+"$S" umount "$M"
+echo "DONE"
+"#;
+
+struct Fx {
+    _guard: UnmountGuard,
+    _tmp: tempfile::TempDir,
+    base: PathBuf,
+    lower: Layer,
+    uid: u32,
+    gid: u32,
+}
+
+fn fixture() -> Fx {
+    assert!(
+        is_root(),
+        "this test must start as root (it creates a user and drops to it)"
+    );
+    assert!(
+        fs::metadata("/usr/bin/fusermount3")
+            .map(|m| m.mode() & 0o4000 != 0 && m.uid() == 0)
+            .unwrap_or(false),
+        "/usr/bin/fusermount3 is missing or not setuid root: rootless mounts cannot work"
+    );
+    let (uid, gid) = ensure_test_user();
+    let tmp = tempfile::Builder::new()
+        .prefix("strata-ft-rootless.")
+        .tempdir()
+        .unwrap();
+    let base = tmp.path().canonicalize().unwrap();
+    fs::set_permissions(&base, fs::Permissions::from_mode(0o755)).unwrap();
+    let lower = Layer::new(base.join("lower"));
+    fs::create_dir(&lower.root).unwrap();
+    lower
+        .file("keep", "keep\n")
+        .file("edit", "edit\n")
+        .file("gone", "gone\n")
+        .file("dir/a", "a")
+        .file("dir/b", "b")
+        .file("ren/inside", "inside");
+    // The user's own image layer (as a rootless unpack would leave it).
+    for rel in [
+        "",
+        "keep",
+        "edit",
+        "gone",
+        "dir",
+        "dir/a",
+        "dir/b",
+        "ren",
+        "ren/inside",
+    ] {
+        lower.owner(rel, uid, gid);
+    }
+    for d in ["upper", "work", "mnt", "home"] {
+        let p = base.join(d);
+        fs::create_dir(&p).unwrap();
+        lchown(&p, uid, gid).unwrap();
+    }
+    Fx {
+        _guard: UnmountGuard(base.clone()),
+        _tmp: tmp,
+        base,
+        lower,
+        uid,
+        gid,
+    }
+}
+
+/// Run a script as the test user with (strata, base) as arguments.
+fn run_as_user(f: &Fx, script: &str) -> CmdOut {
+    let path = f.base.join("run.sh");
+    fs::write(&path, script).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    let strata = strata_bin();
+    let mut cmd = as_test_user(&[
+        Path::new("/bin/sh").as_os_str(),
+        path.as_os_str(),
+        strata.as_os_str(),
+        f.base.as_os_str(),
+    ]);
+    cmd.env_remove("RUST_LOG")
+        .env("HOME", f.base.join("home"))
+        .env_remove("XDG_RUNTIME_DIR");
+    let out = run_cmd(&mut cmd, Duration::from_secs(120));
+    assert!(
+        out.ok() && out.stdout.contains("DONE"),
+        "the unprivileged script failed:\n{}",
+        out.describe()
+    );
+    assert!(
+        !fuse_mounted(&f.base.join("mnt")),
+        "still mounted after strata umount"
+    );
+    out
+}
+
+#[test]
+fn an_unprivileged_user_mounts_and_writes() {
+    let f = fixture();
+    let out = run_as_user(&f, MAIN_SCRIPT);
+
+    // What the user saw.
+    let section = |name: &str| -> BTreeSet<String> {
+        let after = out.stdout.split(&format!("{name}\n")).nth(1).unwrap_or("");
+        after
+            .lines()
+            .take_while(|l| !["LISTING", "DIR", "REN2", "DONE"].contains(l))
+            .filter(|l| *l != "." && *l != "..")
+            .map(|l| l.to_string())
+            .collect()
+    };
+    assert_eq!(
+        section("LISTING"),
+        set(&["keep", "edit", "new", "dir", "ren2", "fifo"]),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(section("DIR"), set(&["fresh"]), "{}", out.stdout);
+    assert_eq!(section("REN2"), set(&["inside"]), "{}", out.stdout);
+
+    // What the host sees in the upper.
+    let up = |r: &str| f.base.join("upper").join(r);
+    assert_eq!(read(up("new")), "new\n");
+    assert_eq!(
+        (lstat(up("new")).uid(), lstat(up("new")).gid()),
+        (f.uid, f.gid),
+        "new file not owned by the user"
+    );
+    assert_eq!(read(up("edit")), "edit\nmore\n");
+    for w in ["gone", "ren"] {
+        let p = up(&format!(".wh.{w}"));
+        let m = fs::symlink_metadata(&p)
+            .unwrap_or_else(|e| panic!("no .wh.{w} whiteout in the upper: {e}"));
+        assert!(m.is_file() && m.len() == 0, ".wh.{w} is not an empty file");
+        assert!(
+            !exists(up(w)),
+            "{w} still exists in the upper next to its .wh. whiteout"
+        );
+    }
+    let opaque = lgetxattr(&up("dir"), "user.overlay.opaque").ok();
+    assert!(
+        opaque.as_deref() == Some(b"y".as_slice()) || up("dir/.wh..wh..opq").exists(),
+        "dir/ made over a whiteout is not opaque (user.overlay.opaque = {opaque:?}, no .wh..wh..opq)"
+    );
+    let redirect = lgetxattr(&up("ren2"), "user.overlay.redirect")
+        .ok()
+        .map(|v| String::from_utf8_lossy(&v).into_owned());
+    assert!(
+        matches!(redirect.as_deref(), Some("ren") | Some("/ren")),
+        "ren2 has user.overlay.redirect = {redirect:?}"
+    );
+    assert_eq!(kind(&lstat(up("fifo"))), 'p');
+    // Nothing in the root-only kernel format.
+    for (rel, e) in tree(&f.base.join("upper")) {
+        assert!(
+            e.kind != 'c',
+            "{rel}: a character device (kernel whiteout) in a rootless upper"
+        );
+        for x in e.xattrs.keys() {
+            assert!(!x.starts_with("trusted."), "{rel}: {x} in a rootless upper");
+        }
+    }
+    assert_eq!(read(f.lower.path("gone")), "gone\n", "the lower changed");
+}
+
+#[test]
+fn a_refused_chown_is_kept_in_an_xattr_and_reported() {
+    let f = fixture();
+    let out = run_as_user(&f, CHOWN_SCRIPT);
+    let mnt = f.base.join("mnt");
+    for tag in ["OWNER", "REMOUNTED"] {
+        for n in ["new", "keep"] {
+            let want = format!("{tag} {}/{n} 12345:12346", mnt.display());
+            assert!(
+                out.stdout.contains(&want),
+                "expected `{want}`:\n{}",
+                out.describe()
+            );
+        }
+    }
+    // The real owner on disk is the user; the intended one is in a user. xattr.
+    let up = f.base.join("upper");
+    for n in ["new", "keep"] {
+        let st = lstat(up.join(n));
+        assert_eq!((st.uid(), st.gid()), (f.uid, f.gid), "{n}: owner on disk");
+        let x = llistxattr(&up.join(n)).unwrap();
+        assert!(
+            x.iter().any(|n| n.starts_with("user.")),
+            "{n}: no user. xattr keeps the intended owner ({x:?})"
+        );
+    }
+}
