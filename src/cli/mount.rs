@@ -442,7 +442,7 @@ fn serve(layout: &Layout, source: Option<&str>, notify: Option<&OwnedFd>) -> Res
             .clamp(2, 8),
     );
     config.clone_fd = true;
-    let fsys = StrataFs { fs: fs.clone() };
+    let fsys = StrataFs::new(fs.clone());
     let session = if root {
         let dev = mount_direct(&layout.mountpoint, &fsname, o, read_only, allow_other)?;
         fuser::Session::from_fd(fsys, dev, config.acl, config)

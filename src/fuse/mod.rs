@@ -2,6 +2,7 @@
 //! lives here.
 
 use std::ffi::OsStr;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -18,12 +19,97 @@ use crate::union::dir::{Caller, NewEntry};
 use crate::union::file::{SetAttr, SetTime};
 use crate::union::{Union, ROOT_ID};
 
-/// How long the kernel may cache entries and attributes. Every change to the tree goes through
-/// this daemon, so the kernel's caches are told of changes as they happen.
-const TTL: Duration = Duration::from_secs(1);
+/// How long the kernel may cache entries (negative ones too) and attributes. Lower layers are
+/// immutable and every change to the upper goes through this daemon, whose replies keep the
+/// kernel's caches right; as with overlayfs, changing the layers behind a live mount is not
+/// supported.
+const TTL: Duration = Duration::from_secs(24 * 3600);
 
 pub struct StrataFs {
     pub fs: Arc<Union>,
+    /// The kernel took FUSE_PASSTHROUGH at init: regular files are served by the kernel from
+    /// their backing file in the layer, without a round trip through the daemon per read/write.
+    passthrough: bool,
+    /// One backing file per node, as the kernel requires, shared by that node's open handles.
+    backing: std::sync::Mutex<std::collections::HashMap<u64, Backing>>,
+}
+
+struct Backing {
+    id: Arc<fuser::BackingId>,
+    upper: bool,
+    opens: usize,
+}
+
+impl StrataFs {
+    pub fn new(fs: Arc<Union>) -> Self {
+        StrataFs {
+            fs,
+            passthrough: false,
+            backing: Default::default(),
+        }
+    }
+
+    /// The backing id to pass through `fh` with, if passthrough applies. `None` with `direct` set
+    /// means: the node is passed through to another layer's file (a read-only open below
+    /// that is still open after a copy-up), so this open must bypass the page cache.
+    fn backing_for(
+        &self,
+        fh: u64,
+        open_backing: impl FnOnce(&OwnedFd) -> std::io::Result<fuser::BackingId>,
+    ) -> (Option<Arc<fuser::BackingId>>, bool) {
+        if !self.passthrough {
+            return (None, false);
+        }
+        let Ok(h) = self.fs.handle(fh) else {
+            return (None, false);
+        };
+        let mut map = self.backing.lock().unwrap();
+        if let Some(b) = map.get_mut(&h.id) {
+            if b.upper == h.upper {
+                b.opens += 1;
+                return (Some(b.id.clone()), false);
+            }
+            return (None, true);
+        }
+        match open_backing(&h.fd) {
+            Ok(id) => {
+                let id = Arc::new(id);
+                map.insert(
+                    h.id,
+                    Backing {
+                        id: id.clone(),
+                        upper: h.upper,
+                        opens: 1,
+                    },
+                );
+                (Some(id), false)
+            }
+            Err(e) => {
+                log::debug!("passthrough refused for node {}: {e}", h.id);
+                (None, false)
+            }
+        }
+    }
+
+    fn release_backing(&self, id: u64, fh: u64) {
+        if !self.passthrough {
+            return;
+        }
+        let mut map = self.backing.lock().unwrap();
+        let passed = self
+            .fs
+            .handle(fh)
+            .map(|h| map.get(&id).is_some_and(|b| b.upper == h.upper))
+            .unwrap_or(false);
+        if passed {
+            if let Some(b) = map.get_mut(&id) {
+                b.opens -= 1;
+                if b.opens == 0 {
+                    map.remove(&id);
+                }
+            }
+        }
+    }
 }
 
 fn err(e: i32) -> Errno {
@@ -95,10 +181,46 @@ impl StrataFs {
             Err(e) => reply.error(err(e)),
         }
     }
+
+    /// A lookup's reply; "no such entry" is cached by the kernel too (node id 0).
+    fn lookup_entry(&self, reply: ReplyEntry, r: Result<(u64, libc::stat), i32>) {
+        match r {
+            Err(libc::ENOENT) => {
+                let mut st: libc::stat = unsafe { std::mem::zeroed() };
+                st.st_mode = libc::S_IFREG;
+                reply.entry(
+                    &TTL,
+                    &FileAttr {
+                        ino: INodeNo(0),
+                        ..attr(&st)
+                    },
+                    Generation(0),
+                )
+            }
+            r => self.entry(reply, r),
+        }
+    }
 }
 
 impl Filesystem for StrataFs {
-    fn init(&mut self, _req: &Request, _config: &mut KernelConfig) -> std::io::Result<()> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Passthrough needs the kernel's support and CAP_SYS_ADMIN (to register backing files);
+        // stack depth 1 lets layers on a plain filesystem back the files.
+        if crate::sys::geteuid() == 0
+            && config
+                .add_capabilities(fuser::InitFlags::FUSE_PASSTHROUGH)
+                .is_ok()
+            && config.set_max_stack_depth(1).is_ok()
+        {
+            self.passthrough = true;
+        }
+        let _ = config.add_capabilities(
+            fuser::InitFlags::FUSE_PARALLEL_DIROPS | fuser::InitFlags::FUSE_CACHE_SYMLINKS,
+        );
+        log::info!(
+            "kernel FUSE passthrough: {}",
+            if self.passthrough { "on" } else { "off" }
+        );
         Ok(())
     }
 
@@ -108,7 +230,7 @@ impl Filesystem for StrataFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         log::debug!("lookup {} {:?}", parent.0, name);
-        self.entry(reply, self.fs.lookup(id(parent), name));
+        self.lookup_entry(reply, self.fs.lookup(id(parent), name));
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -300,9 +422,23 @@ impl Filesystem for StrataFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         log::debug!("open {} {:#x}", ino.0, flags.0);
-        match self.fs.open(id(ino), flags.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(err(e)),
+        let fh = match self.fs.open(id(ino), flags.0) {
+            Ok(fh) => fh,
+            Err(e) => return reply.error(err(e)),
+        };
+        match self.backing_for(fh, |fd| reply.open_backing(fd)) {
+            (Some(b), _) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b),
+            (None, true) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
+            (None, false) => {
+                // Lower files never change under a mount: their cached pages stay valid.
+                let lower = self.fs.handle(fh).map(|h| !h.upper).unwrap_or(false);
+                let f = if lower {
+                    FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::empty()
+                };
+                reply.opened(FileHandle(fh), f)
+            }
         }
     }
 
@@ -362,6 +498,7 @@ impl Filesystem for StrataFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.release_backing(_ino.0, fh.0);
         self.fs.release(fh.0);
         reply.ok();
     }
@@ -527,14 +664,21 @@ impl Filesystem for StrataFs {
             .make_entry(id(parent), name, what, mode & !(umask & 0o777), caller(req))
         {
             Ok((i, st, Some(fd))) => {
-                let fh = self.fs.add_handle(i, fd);
-                reply.created(
-                    &TTL,
-                    &attr(&st),
-                    Generation(0),
-                    FileHandle(fh),
-                    FopenFlags::empty(),
-                )
+                let fh = self.fs.add_handle(i, fd, true);
+                let a = attr(&st);
+                match self.backing_for(fh, |fd| reply.open_backing(fd)) {
+                    (Some(b), _) => reply.created_passthrough(
+                        &TTL,
+                        &a,
+                        Generation(0),
+                        FileHandle(fh),
+                        FopenFlags::empty(),
+                        &b,
+                    ),
+                    _ => {
+                        reply.created(&TTL, &a, Generation(0), FileHandle(fh), FopenFlags::empty())
+                    }
+                }
             }
             Ok(_) => reply.error(Errno::EIO),
             Err(e) => reply.error(err(e)),

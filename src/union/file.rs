@@ -13,6 +13,8 @@ use crate::sys::{self, Res};
 pub struct Handle {
     pub fd: OwnedFd,
     pub id: u64,
+    /// The fd is on the upper layer (else on a lower one, read-only).
+    pub upper: bool,
 }
 
 /// A time for setattr: a given time or "now".
@@ -71,7 +73,7 @@ pub fn wants_write(flags: i32) -> bool {
 
 impl Union {
     pub fn open(&self, id: u64, flags: i32) -> Res<u64> {
-        let fd = if wants_write(flags) {
+        let (fd, upper) = if wants_write(flags) {
             self.writable()?;
             let _g = self.write_ns();
             self.copy_up(id)?;
@@ -80,21 +82,24 @@ impl Union {
             let _g = self.read_ns();
             self.open_top(id, flags)?
         };
-        Ok(self.add_handle(id, fd))
+        Ok(self.add_handle(id, fd, upper))
     }
 
-    pub(crate) fn add_handle(&self, id: u64, fd: OwnedFd) -> u64 {
+    pub(crate) fn add_handle(&self, id: u64, fd: OwnedFd, upper: bool) -> u64 {
         let fh = self.next_fh();
-        self.files.insert(fh, Arc::new(Handle { fd, id }));
+        self.files.insert(fh, Arc::new(Handle { fd, id, upper }));
         fh
     }
 
-    fn open_top(&self, id: u64, flags: i32) -> Res<OwnedFd> {
+    fn open_top(&self, id: u64, flags: i32) -> Res<(OwnedFd, bool)> {
         let (st, path) = self.resolve(id)?;
         let (layer, parent, name) = self.top_of(&st, &path);
         let dfd = self.layer(layer).dir(&parent)?;
         let keep = !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY);
-        sys::openat(dfd.as_raw_fd(), &name, flags & keep, 0)
+        Ok((
+            sys::openat(dfd.as_raw_fd(), &name, flags & keep, 0)?,
+            layer == 0,
+        ))
     }
 
     pub fn handle(&self, fh: u64) -> Res<Arc<Handle>> {
