@@ -269,6 +269,18 @@ pub fn lgetxattr(path: &CStr, name: &OsStr) -> Res<Vec<u8>> {
     }
 }
 
+/// An xattr of an open (not O_PATH) fd, or None when it is absent or unreadable.
+pub fn fgetxattr(fd: RawFd, name: &OsStr) -> Option<Vec<u8>> {
+    let n = cstr(name).ok()?;
+    let mut buf = vec![0u8; 4096];
+    let r = unsafe { libc::fgetxattr(fd, n.as_ptr(), buf.as_mut_ptr() as *mut _, buf.len()) };
+    if r < 0 {
+        return None;
+    }
+    buf.truncate(r as usize);
+    Some(buf)
+}
+
 pub fn lsetxattr(path: &CStr, name: &OsStr, value: &[u8], flags: i32) -> Res<()> {
     let n = cstr(name)?;
     check(unsafe {

@@ -14,6 +14,7 @@ pub mod copy_up;
 pub mod dir;
 pub mod file;
 pub mod layer;
+pub mod lowerindex;
 pub mod readdir;
 pub mod xattr;
 
@@ -28,6 +29,14 @@ use dashmap::DashMap;
 use crate::inode::{encode, InodeTable};
 use crate::sys::{self, Res};
 use layer::{is_opaque, probe, redirect_of, Layer, Probe, Redirect, XattrNs};
+use lowerindex::{DirIndex, Lower, LowerDirs};
+
+/// Where a walk down the lower layers goes next.
+enum Step {
+    Next,
+    Stop,
+    Redirect(PathBuf),
+}
 
 pub const ROOT_ID: u64 = 1;
 
@@ -118,6 +127,7 @@ pub struct Union {
     tmp_seq: AtomicU64,
     pub(crate) files: DashMap<u64, Arc<file::Handle>>,
     pub(crate) dirs: DashMap<u64, Arc<Vec<readdir::Entry>>>,
+    lower_dirs: LowerDirs,
     fh_seq: AtomicU64,
 }
 
@@ -144,6 +154,7 @@ impl Union {
             tmp_seq: AtomicU64::new(0),
             files: DashMap::new(),
             dirs: DashMap::new(),
+            lower_dirs: LowerDirs::new(),
             fh_seq: AtomicU64::new(1),
         };
         let lowers: Vec<Loc> = (1..=u.lowers.len())
@@ -275,7 +286,8 @@ impl Union {
     }
 
     /// The lower entries under `name` in the lower directories of `pst`. With `need_dir`, only
-    /// directories count (something above is a directory and only directories merge).
+    /// directories count (something above is a directory and only directories merge). The
+    /// lower layers are read through their directory index (see lowerindex).
     pub fn lower_chain(
         &self,
         pst: &NodeState,
@@ -291,44 +303,22 @@ impl Union {
             Some(Redirect::Name(n)) => n,
             _ => name.to_os_string(),
         };
+        let full_first = !need_dir;
         let mut out = Vec::new();
         for pl in pst.lowers.iter().filter(|l| l.layer >= from_layer) {
-            let fd = match self.layer(pl.layer).dir(&pl.path) {
-                Ok(fd) => fd,
-                Err(libc::ENOENT) | Err(libc::ENOTDIR) | Err(libc::ELOOP) => continue,
-                Err(e) => return Err(e),
+            let Some(dir) = self.lower_dir(pl.layer, &pl.path)? else {
+                continue;
             };
-            match probe(fd.as_raw_fd(), &target)? {
-                Probe::Whiteout => break,
-                Probe::Absent => continue,
-                Probe::Entry(st) => {
-                    let loc = Loc {
-                        layer: pl.layer,
-                        path: pl.path.join(&target),
-                    };
-                    if !is_dir(&st) {
-                        if !need_dir && out.is_empty() {
-                            out.push((loc, st));
-                        }
-                        break;
-                    }
-                    need_dir = true;
-                    out.push((loc.clone(), st));
-                    if is_opaque(fd.as_raw_fd(), &target)? {
-                        break;
-                    }
-                    if self.opts.redirect_dir {
-                        if let Some(r) = redirect_of(fd.as_raw_fd(), &target)? {
-                            // A lower layer that was itself an overlay upper: continue below it
-                            // where its redirect points.
-                            let abs = match r {
-                                Redirect::Abs(p) => p,
-                                Redirect::Name(n) => pl.path.join(n),
-                            };
-                            out.extend(self.lower_chain_abs(&abs, pl.layer + 1, true)?);
-                            break;
-                        }
-                    }
+            let loc = Loc {
+                layer: pl.layer,
+                path: pl.path.join(&target),
+            };
+            match self.lower_step(&dir, &target, loc, &mut need_dir, full_first, &mut out)? {
+                Step::Next => {}
+                Step::Stop => break,
+                Step::Redirect(abs) => {
+                    out.extend(self.lower_chain_abs(&abs, pl.layer + 1, true)?);
+                    break;
                 }
             }
         }
@@ -346,46 +336,71 @@ impl Union {
         let Some(name) = path.file_name() else {
             return Ok(out);
         };
+        let full_first = !need_dir;
         for layer in from_layer..=self.lowers.len() {
-            let fd = match self.layer(layer).dir(parent) {
-                Ok(fd) => fd,
-                Err(libc::ENOENT) | Err(libc::ENOTDIR) | Err(libc::ELOOP) => continue,
-                Err(e) => return Err(e),
+            let Some(dir) = self.lower_dir(layer, parent)? else {
+                continue;
             };
-            match probe(fd.as_raw_fd(), name)? {
-                Probe::Whiteout => break,
-                Probe::Absent => continue,
-                Probe::Entry(st) => {
-                    let loc = Loc {
-                        layer,
-                        path: path.to_path_buf(),
-                    };
-                    if !is_dir(&st) {
-                        if !need_dir && out.is_empty() {
-                            out.push((loc, st));
-                        }
-                        break;
-                    }
-                    need_dir = true;
-                    out.push((loc, st));
-                    if is_opaque(fd.as_raw_fd(), name)? {
-                        break;
-                    }
-                    if self.opts.redirect_dir {
-                        if let Some(r) = redirect_of(fd.as_raw_fd(), name)? {
-                            // Renamed again in a layer that was itself an upper: follow on.
-                            let abs = match r {
-                                Redirect::Abs(p) => p,
-                                Redirect::Name(n) => parent.join(n),
-                            };
-                            out.extend(self.lower_chain_abs(&abs, layer + 1, true)?);
-                            break;
-                        }
-                    }
+            let loc = Loc {
+                layer,
+                path: path.to_path_buf(),
+            };
+            match self.lower_step(&dir, name, loc, &mut need_dir, full_first, &mut out)? {
+                Step::Next => {}
+                Step::Stop => break,
+                Step::Redirect(abs) => {
+                    out.extend(self.lower_chain_abs(&abs, layer + 1, true)?);
+                    break;
                 }
             }
         }
         Ok(out)
+    }
+
+    /// One lower layer's say on `name` in `dir`: add what it has to `out` and tell whether to
+    /// look further down, stop, or continue at a redirected path.
+    fn lower_step(
+        &self,
+        dir: &DirIndex,
+        name: &OsStr,
+        loc: Loc,
+        need_dir: &mut bool,
+        full_first: bool,
+        out: &mut Vec<(Loc, libc::stat)>,
+    ) -> Res<Step> {
+        let (dtype, ino) = match dir.get(name) {
+            Lower::Whiteout => return Ok(Step::Stop),
+            Lower::Absent => return Ok(Step::Next),
+            Lower::Entry(dtype, ino) => (dtype, ino),
+        };
+        let full = full_first && out.is_empty();
+        if dtype != libc::DT_DIR {
+            // A non-directory ends the search; below a directory it is hidden.
+            if !*need_dir && out.is_empty() {
+                let st = self.lower_stat(&loc, dtype, ino, full)?;
+                out.push((loc, st));
+            }
+            return Ok(Step::Stop);
+        }
+        *need_dir = true;
+        let st = self.lower_stat(&loc, dtype, ino, full)?;
+        let child = self.lower_dir(loc.layer, &loc.path)?;
+        let parent = loc.path.parent().unwrap_or(Path::new("")).to_path_buf();
+        out.push((loc, st));
+        if let Some(c) = child {
+            if c.opaque {
+                return Ok(Step::Stop);
+            }
+            if self.opts.redirect_dir {
+                // A layer that was itself an overlay upper: continue where its redirect points.
+                match &c.redirect {
+                    Some(Redirect::Abs(p)) => return Ok(Step::Redirect(p.clone())),
+                    Some(Redirect::Name(n)) => return Ok(Step::Redirect(parent.join(n))),
+                    None => {}
+                }
+            }
+        }
+        Ok(Step::Next)
     }
 
     /// Is anything in a lower layer under `name` that a whiteout would have to hide?

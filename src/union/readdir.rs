@@ -50,33 +50,21 @@ impl Union {
         stack.extend(st.lowers.iter().map(|l| (l.layer, l.path.clone())));
 
         for (layer, lpath) in stack {
-            let fd = match self.layer(layer).dir(&lpath) {
-                Ok(fd) => fd,
-                Err(libc::ENOENT) | Err(libc::ENOTDIR) if layer != 0 => continue,
-                Err(e) => return Err(e),
-            };
-            let mut new_hidden = Vec::new();
-            for (name, dtype, dino) in sys::read_dir(fd.as_raw_fd())? {
-                let b = name.as_bytes();
-                if let Some(rest) = b.strip_prefix(WH_PREFIX) {
-                    if !rest.starts_with(b".wh.") {
-                        new_hidden.push(OsStr::from_bytes(rest).to_os_string());
-                    }
-                    continue;
+            // This layer's visible entries and the names its whiteouts hide below it.
+            let (entries, new_hidden) = if layer == 0 {
+                let fd = self.layer(0).dir(&lpath)?;
+                let r = upper_listing(fd.as_raw_fd())?;
+                upper_fd = Some(fd);
+                r
+            } else {
+                match self.lower_dir(layer, &lpath)? {
+                    Some(idx) => (idx.entries.clone(), idx.whiteouts.iter().cloned().collect()),
+                    None => continue,
                 }
+            };
+            for (name, dtype, dino) in entries {
                 if hidden.contains(&name) {
                     continue;
-                }
-                let mut dtype = dtype;
-                if dtype == libc::DT_UNKNOWN || dtype == libc::DT_CHR {
-                    match sys::fstatat(fd.as_raw_fd(), &name) {
-                        Ok(s) if sys::is_whiteout_dev(&s) => {
-                            new_hidden.push(name);
-                            continue;
-                        }
-                        Ok(s) => dtype = kind_dtype(s.st_mode),
-                        Err(_) => continue,
-                    }
                 }
                 if let Some(&i) = seen.get(&name) {
                     // Already shown from above. An upper directory that merges with this lower
@@ -107,9 +95,6 @@ impl Union {
                 seen.insert(name.clone(), out.len());
                 out.push(Entry { name, ino, kind });
             }
-            if layer == 0 {
-                upper_fd = Some(fd);
-            }
             hidden.extend(new_hidden);
         }
         Ok(out)
@@ -135,6 +120,36 @@ impl Union {
     pub fn releasedir(&self, fh: u64) {
         self.dirs.remove(&fh);
     }
+}
+
+type Listing = (Vec<(OsString, u8, u64)>, Vec<OsString>);
+
+/// The upper directory's entries, without whiteouts, and the names those whiteouts hide.
+fn upper_listing(fd: i32) -> Res<Listing> {
+    let mut entries = Vec::new();
+    let mut hidden = Vec::new();
+    for (name, dtype, dino) in sys::read_dir(fd)? {
+        let b = name.as_bytes();
+        if let Some(rest) = b.strip_prefix(WH_PREFIX) {
+            if !rest.starts_with(b".wh.") {
+                hidden.push(OsStr::from_bytes(rest).to_os_string());
+            }
+            continue;
+        }
+        let mut dtype = dtype;
+        if dtype == libc::DT_UNKNOWN || dtype == libc::DT_CHR {
+            match sys::fstatat(fd, &name) {
+                Ok(s) if sys::is_whiteout_dev(&s) => {
+                    hidden.push(name);
+                    continue;
+                }
+                Ok(s) => dtype = kind_dtype(s.st_mode),
+                Err(_) => continue,
+            }
+        }
+        entries.push((name, dtype, dino));
+    }
+    Ok((entries, hidden))
 }
 
 fn kind_dtype(mode: u32) -> u8 {
