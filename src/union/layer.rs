@@ -11,6 +11,9 @@ use crate::sys::{self, Res};
 pub const WH_PREFIX: &[u8] = b".wh.";
 pub const WH_OPAQUE: &str = ".wh..wh..opq";
 
+/// Longest relative path opened in one openat2 call.
+const CHUNK: usize = 2048;
+
 /// Which xattr namespace carries overlay metadata in a layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum XattrNs {
@@ -71,13 +74,36 @@ impl Layer {
     /// Open directory `rel` (relative to the layer root) without following any symlink on the
     /// way and without leaving the layer.
     pub fn dir(&self, rel: &Path) -> Res<OwnedFd> {
-        sys::openat2(
-            self.root.as_raw_fd(),
-            rel,
-            libc::O_PATH | libc::O_DIRECTORY,
-            0,
-            sys::RESOLVE_SAFE,
-        )
+        let open = |at: i32, p: &Path| {
+            sys::openat2(
+                at,
+                p,
+                libc::O_PATH | libc::O_DIRECTORY,
+                0,
+                sys::RESOLVE_SAFE,
+            )
+        };
+        if rel.as_os_str().len() < CHUNK {
+            return open(self.root.as_raw_fd(), rel);
+        }
+        // A path near or past PATH_MAX (the merged tree may be deeper than any one path the
+        // kernel hands us): walk it in pieces, each resolved beneath the one before.
+        let mut cur: Option<OwnedFd> = None;
+        let mut piece = PathBuf::new();
+        for c in rel.components() {
+            if piece.as_os_str().len() + c.as_os_str().len() + 1 >= CHUNK {
+                let at = cur
+                    .as_ref()
+                    .map_or(self.root.as_raw_fd(), |f| f.as_raw_fd());
+                cur = Some(open(at, &piece)?);
+                piece = PathBuf::new();
+            }
+            piece.push(c);
+        }
+        let at = cur
+            .as_ref()
+            .map_or(self.root.as_raw_fd(), |f| f.as_raw_fd());
+        open(at, &piece)
     }
 }
 
@@ -227,5 +253,24 @@ mod tests {
         assert!(l.dir(Path::new("x")).is_err());
         assert!(l.dir(Path::new("x/etc")).is_err());
         assert!(l.dir(Path::new("../")).is_err());
+    }
+
+    #[test]
+    fn paths_longer_than_path_max_are_walked() {
+        let d = tempfile::tempdir().unwrap();
+        let comp = "d".repeat(200);
+        let mut rel = PathBuf::new();
+        let l = Layer::open(d.path()).unwrap();
+        for _ in 0..25 {
+            let fd = l.dir(&rel).unwrap();
+            sys::mkdirat(fd.as_raw_fd(), OsStr::new(&comp), 0o755).unwrap();
+            rel.push(&comp);
+        }
+        assert!(rel.as_os_str().len() > libc::PATH_MAX as usize);
+        assert!(l.dir(&rel).is_ok());
+        // A symlink inside a long path is still refused.
+        let fd = l.dir(&rel).unwrap();
+        sys::symlinkat(OsStr::new("/etc"), fd.as_raw_fd(), OsStr::new("esc")).unwrap();
+        assert!(l.dir(&rel.join("esc")).is_err());
     }
 }
