@@ -125,13 +125,18 @@ impl Union {
     pub(crate) fn set_owner_mode(&self, dirfd: i32, name: &OsStr, a: &Attrs) -> Res<()> {
         let kind = a.mode & libc::S_IFMT;
         let mut refused = false;
-        match sys::lchownat(dirfd, name, a.uid, a.gid) {
-            Ok(()) => {}
-            Err(libc::EPERM) | Err(libc::EINVAL) if self.opts.xattr_permissions => refused = true,
-            Err(e) => return Err(e),
+        let mut on_disk = sys::fstatat(dirfd, name)?;
+        if on_disk.st_uid != a.uid || on_disk.st_gid != a.gid {
+            match sys::lchownat(dirfd, name, a.uid, a.gid) {
+                // chown may have cleared set-id bits: look again before chmod.
+                Ok(()) => on_disk = sys::fstatat(dirfd, name)?,
+                Err(libc::EPERM) | Err(libc::EINVAL) if self.opts.xattr_permissions => {
+                    refused = true
+                }
+                Err(e) => return Err(e),
+            }
         }
         if kind != libc::S_IFLNK {
-            let on_disk = sys::fstatat(dirfd, name)?;
             let want = a.mode & 0o7777;
             if on_disk.st_mode & 0o7777 != want {
                 sys::chmodat(dirfd, name, want)?;

@@ -65,7 +65,7 @@ impl Union {
         if let NewEntry::Link { id } = what {
             self.copy_up(id)?;
         }
-        let (ufd, pst, ppath) = self.upper_dir(parent)?;
+        let (ufd, _, ppath) = self.upper_dir(parent)?;
         let ufd = ufd.as_raw_fd();
         let covered = match layer::probe(ufd, name)? {
             Probe::Whiteout => {
@@ -159,14 +159,18 @@ impl Union {
             Covered::WhFile => sys::unlinkat(ufd, &whiteout_name(name), false)?,
             Covered::Nothing => {}
         }
+        let ust = sys::fstatat(ufd, name)?;
         if !matches!(what, NewEntry::Link { .. }) {
             // A brand-new inode may reuse the number of a deleted copied-up file: it must not
             // inherit that file's identity.
-            if let Some(s) = sys::stat_opt(ufd, name)? {
-                self.inodes.remove(s.st_ino);
-            }
+            self.inodes.remove(ust.st_ino);
         }
-        let found = self.find(&pst, &ppath, name)?.ok_or(libc::EIO)?;
+        // Nothing below shows through a new entry: there was nothing visible there, and a
+        // directory made over a whiteout is opaque.
+        let found = Found {
+            upper: Some(ust),
+            lowers: Vec::new(),
+        };
         let node = self.remember(parent, name, &found);
         node.lookups
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
