@@ -99,7 +99,7 @@ impl DirIndex {
     }
 }
 
-fn dtype_of(mode: u32) -> u8 {
+pub fn dtype_of(mode: u32) -> u8 {
     match mode & libc::S_IFMT {
         libc::S_IFDIR => libc::DT_DIR,
         libc::S_IFLNK => libc::DT_LNK,

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::layer::{is_opaque, WH_PREFIX};
+use super::lowerindex::{dtype_of, mode_of};
 use super::{NodeState, Union};
 use crate::inode::encode;
 use crate::sys::{self, Res};
@@ -19,18 +20,6 @@ pub struct Entry {
     pub ino: u64,
     /// S_IFMT bits.
     pub kind: u32,
-}
-
-fn dtype_kind(d: u8) -> u32 {
-    match d {
-        libc::DT_DIR => libc::S_IFDIR,
-        libc::DT_LNK => libc::S_IFLNK,
-        libc::DT_FIFO => libc::S_IFIFO,
-        libc::DT_CHR => libc::S_IFCHR,
-        libc::DT_BLK => libc::S_IFBLK,
-        libc::DT_SOCK => libc::S_IFSOCK,
-        _ => libc::S_IFREG,
-    }
 }
 
 impl Union {
@@ -78,7 +67,7 @@ impl Union {
                     }
                     continue;
                 }
-                let kind = dtype_kind(dtype);
+                let kind = mode_of(dtype);
                 let ino = if layer == 0 {
                     match self.inodes.get(dino) {
                         Some(i) => i,
@@ -143,23 +132,11 @@ fn upper_listing(fd: i32) -> Res<Listing> {
                     hidden.push(name);
                     continue;
                 }
-                Ok(s) => dtype = kind_dtype(s.st_mode),
+                Ok(s) => dtype = dtype_of(s.st_mode),
                 Err(_) => continue,
             }
         }
         entries.push((name, dtype, dino));
     }
     Ok((entries, hidden))
-}
-
-fn kind_dtype(mode: u32) -> u8 {
-    match mode & libc::S_IFMT {
-        libc::S_IFDIR => libc::DT_DIR,
-        libc::S_IFLNK => libc::DT_LNK,
-        libc::S_IFIFO => libc::DT_FIFO,
-        libc::S_IFCHR => libc::DT_CHR,
-        libc::S_IFBLK => libc::DT_BLK,
-        libc::S_IFSOCK => libc::DT_SOCK,
-        _ => libc::DT_REG,
-    }
 }
