@@ -217,6 +217,11 @@ impl Filesystem for StrataFs {
         let _ = config.add_capabilities(
             fuser::InitFlags::FUSE_PARALLEL_DIROPS | fuser::InitFlags::FUSE_CACHE_SYMLINKS,
         );
+        // Listings come with attributes, so `ls -l` and `find` need no lookup round trip per
+        // entry; the kernel picks plain readdir where the attributes would go unused.
+        let _ = config.add_capabilities(
+            fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO,
+        );
         log::info!(
             "kernel FUSE passthrough: {}",
             if self.passthrough { "on" } else { "off" }
@@ -519,8 +524,11 @@ impl Filesystem for StrataFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         log::debug!("opendir {}", ino.0);
+        // The kernel may keep merged listings: it drops a directory's cached listing itself
+        // whenever it changes that directory, and every change comes through it.
+        let cache = FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE;
         match self.fs.opendir(id(ino)) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok(fh) => reply.opened(FileHandle(fh), cache),
             Err(e) => reply.error(err(e)),
         }
     }
@@ -553,6 +561,54 @@ impl Filesystem for StrataFs {
         }
         for (i, e) in entries.iter().enumerate().skip((off - 2) as usize) {
             if reply.add(INodeNo(e.ino), i as u64 + 3, kind_of(e.kind), &e.name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: fuser::ReplyDirectoryPlus,
+    ) {
+        let entries = match self.fs.dir_entries(fh.0) {
+            Ok(e) => e,
+            Err(e) => return reply.error(err(e)),
+        };
+        // "." and ".." carry no lookup: the kernel does not link them.
+        if offset < 2 {
+            let dir = match self.fs.getattr(id(ino)) {
+                Ok(st) => attr(&st),
+                Err(e) => return reply.error(err(e)),
+            };
+            for (off, name) in [(1u64, "."), (2, "..")].into_iter().skip(offset as usize) {
+                if reply.add(ino, off, name, &TTL, &dir, Generation(0)) {
+                    return reply.ok();
+                }
+            }
+        }
+        for (i, e) in entries
+            .iter()
+            .enumerate()
+            .skip(offset.saturating_sub(2) as usize)
+        {
+            // Each entry is a lookup, counted until the kernel forgets it.
+            let Ok((node, st)) = self.fs.lookup(id(ino), &e.name) else {
+                continue; // gone since opendir
+            };
+            if reply.add(
+                INodeNo(node),
+                i as u64 + 3,
+                &e.name,
+                &TTL,
+                &attr(&st),
+                Generation(0),
+            ) {
+                self.fs.forget(node, 1); // did not fit: not sent
                 break;
             }
         }
