@@ -431,18 +431,20 @@ impl Filesystem for StrataFs {
             Ok(fh) => fh,
             Err(e) => return reply.error(err(e)),
         };
+        // Writes reach the layer synchronously, so close has nothing to flush: no FLUSH round trip.
+        let base = FopenFlags::FOPEN_NOFLUSH;
         match self.backing_for(fh, |fd| reply.open_backing(fd)) {
-            (Some(b), _) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b),
-            (None, true) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
+            (Some(b), _) => reply.opened_passthrough(FileHandle(fh), base, &b),
+            (None, true) => reply.opened(FileHandle(fh), base | FopenFlags::FOPEN_DIRECT_IO),
             (None, false) => {
                 // Lower files never change under a mount: their cached pages stay valid.
                 let lower = self.fs.handle(fh).map(|h| !h.upper).unwrap_or(false);
-                let f = if lower {
+                let keep = if lower {
                     FopenFlags::FOPEN_KEEP_CACHE
                 } else {
                     FopenFlags::empty()
                 };
-                reply.opened(FileHandle(fh), f)
+                reply.opened(FileHandle(fh), base | keep)
             }
         }
     }
@@ -728,7 +730,7 @@ impl Filesystem for StrataFs {
                         &a,
                         Generation(0),
                         FileHandle(fh),
-                        FopenFlags::empty(),
+                        FopenFlags::FOPEN_NOFLUSH,
                         &b,
                     ),
                     _ => {
