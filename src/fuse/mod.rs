@@ -350,18 +350,12 @@ impl Filesystem for StrataFs {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         log::debug!("unlink {} {:?}", parent.0, name);
-        match self.fs.unlink(id(parent), name, false) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(err(e)),
-        }
+        done(reply, self.fs.unlink(id(parent), name, false))
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         log::debug!("rmdir {} {:?}", parent.0, name);
-        match self.fs.unlink(id(parent), name, true) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(err(e)),
-        }
+        done(reply, self.fs.unlink(id(parent), name, true))
     }
 
     fn symlink(
@@ -401,13 +395,11 @@ impl Filesystem for StrataFs {
             newname,
             flags
         );
-        match self
-            .fs
-            .rename(id(parent), name, id(newparent), newname, flags.bits())
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(err(e)),
-        }
+        done(
+            reply,
+            self.fs
+                .rename(id(parent), name, id(newparent), newname, flags.bits()),
+        )
     }
 
     fn link(
@@ -518,10 +510,7 @@ impl Filesystem for StrataFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.fs.fsync(fh.0, datasync) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(err(e)),
-        }
+        done(reply, self.fs.fsync(fh.0, datasync))
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -666,10 +655,7 @@ impl Filesystem for StrataFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        match self.fs.setxattr(id(ino), name, value, flags) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(err(e)),
-        }
+        done(reply, self.fs.setxattr(id(ino), name, value, flags))
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -694,10 +680,7 @@ impl Filesystem for StrataFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.fs.removexattr(id(ino), name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(err(e)),
-        }
+        done(reply, self.fs.removexattr(id(ino), name))
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
@@ -753,10 +736,7 @@ impl Filesystem for StrataFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        match self.fs.fallocate(fh.0, offset, length, mode) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(err(e)),
-        }
+        done(reply, self.fs.fallocate(fh.0, offset, length, mode))
     }
 
     fn lseek(
@@ -772,6 +752,14 @@ impl Filesystem for StrataFs {
             Ok(o) => reply.offset(o),
             Err(e) => reply.error(err(e)),
         }
+    }
+}
+
+/// Reply to a request that returns nothing but success or an errno.
+fn done(reply: ReplyEmpty, r: Result<(), i32>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(err(e)),
     }
 }
 
