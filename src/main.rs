@@ -91,7 +91,7 @@ fn umount_helper(args: &[String]) -> anyhow::Result<()> {
         }
     }
     let mp = mountpoint.ok_or_else(|| anyhow::anyhow!("usage: umount.strata MOUNTPOINT"))?;
-    cli::mount::umount_with(&mp, lazy)
+    cli::mount::umount_helper(&mp, lazy)
 }
 
 fn main() {

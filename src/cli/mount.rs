@@ -27,7 +27,6 @@ use crate::union::{self, Union};
 /// the daemon to exit: a FUSE unmount by itself returns while the daemon is still running.
 mod utab {
     use std::fs;
-    use std::io::Write;
     use std::os::fd::AsRawFd;
     use std::path::Path;
 
@@ -64,11 +63,27 @@ mod utab {
             mangle(&mountpoint.to_string_lossy())
         );
         let r = locked(|| {
-            let mut f = fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(FILE)?;
-            writeln!(f, "{line}")
+            // Drop lines left by daemons that were killed: a later mount of another kind at
+            // the same path must not be handed to umount.strata.
+            let live: Vec<String> = super::mount_points()
+                .into_iter()
+                .filter(|(_, kind)| kind == "fuse.strata")
+                .map(|(p, _)| format!("TARGET={}", mangle(&p.to_string_lossy())))
+                .collect();
+            let text = fs::read_to_string(FILE).unwrap_or_default();
+            let mut kept: String = text
+                .lines()
+                .filter(|l| {
+                    !l.contains("helper=strata")
+                        || l.split(' ').any(|f| live.iter().any(|t| t == f))
+                })
+                .map(|l| format!("{l}\n"))
+                .collect();
+            kept.push_str(&line);
+            kept.push('\n');
+            let tmp = format!("{FILE}.strata.{}", std::process::id());
+            fs::write(&tmp, kept)?;
+            fs::rename(&tmp, FILE)
         });
         match r {
             Ok(()) => Some(line),
@@ -733,6 +748,21 @@ fn unmount_flags(mp: &Path, flags: i32) -> Result<()> {
 
 pub fn umount(mountpoint: &Path) -> Result<()> {
     umount_with(mountpoint, false)
+}
+
+/// As /sbin/umount.strata: a strata mount is unmounted and waited for; anything else at that
+/// path (behind a stale utab line) is simply unmounted, as umount would have done.
+pub fn umount_helper(mountpoint: &Path, lazy: bool) -> Result<()> {
+    let kind = mount_points()
+        .into_iter()
+        .rev()
+        .find(|(p, _)| p == mountpoint)
+        .map(|(_, k)| k);
+    if kind.as_deref() == Some("fuse.strata") {
+        umount_with(mountpoint, lazy)
+    } else {
+        unmount_flags(mountpoint, if lazy { libc::MNT_DETACH } else { 0 })
+    }
 }
 
 /// Unmount (lazily with `lazy`) and wait until the daemon has exited.
