@@ -182,6 +182,23 @@ impl StrataFs {
         }
     }
 
+    /// Make an entry (not a file to open) and reply with it.
+    fn new_entry(
+        &self,
+        reply: ReplyEntry,
+        parent: u64,
+        name: &OsStr,
+        what: NewEntry<'_>,
+        mode: u32,
+        who: Caller,
+    ) {
+        let r = self
+            .fs
+            .make_entry(parent, name, what, mode, who)
+            .map(|(i, st, _)| (i, st));
+        self.entry(reply, r);
+    }
+
     /// A lookup's reply; "no such entry" is cached by the kernel too (node id 0).
     fn lookup_entry(&self, reply: ReplyEntry, r: Result<(u64, libc::stat), i32>) {
         match r {
@@ -318,11 +335,14 @@ impl Filesystem for StrataFs {
         } else {
             NewEntry::Special { rdev: rdev as u64 }
         };
-        let r = self
-            .fs
-            .make_entry(id(parent), name, what, mode & !(umask & 0o777), caller(req))
-            .map(|(i, st, _)| (i, st));
-        self.entry(reply, r);
+        self.new_entry(
+            reply,
+            id(parent),
+            name,
+            what,
+            mode & !(umask & 0o777),
+            caller(req),
+        );
     }
 
     fn mkdir(
@@ -335,17 +355,14 @@ impl Filesystem for StrataFs {
         reply: ReplyEntry,
     ) {
         log::debug!("mkdir {} {:?}", parent.0, name);
-        let r = self
-            .fs
-            .make_entry(
-                id(parent),
-                name,
-                NewEntry::Dir,
-                mode & !(umask & 0o777),
-                caller(req),
-            )
-            .map(|(i, st, _)| (i, st));
-        self.entry(reply, r);
+        self.new_entry(
+            reply,
+            id(parent),
+            name,
+            NewEntry::Dir,
+            mode & !(umask & 0o777),
+            caller(req),
+        );
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -370,11 +387,7 @@ impl Filesystem for StrataFs {
         let what = NewEntry::Symlink {
             target: target.as_os_str(),
         };
-        let r = self
-            .fs
-            .make_entry(id(parent), link_name, what, 0o777, caller(req))
-            .map(|(i, st, _)| (i, st));
-        self.entry(reply, r);
+        self.new_entry(reply, id(parent), link_name, what, 0o777, caller(req));
     }
 
     fn rename(

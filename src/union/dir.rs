@@ -1,7 +1,7 @@
 //! Namespace changes: create, remove, link and rename, with whiteouts, opaque directories and
 //! redirects written in the upper layer.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
@@ -259,7 +259,7 @@ impl Union {
         }
         let id = self.ino_of(&found);
         if is_dir {
-            let node_state = Self::found_state(&found, parent, name);
+            let node_state = found.state(parent, name);
             if !self
                 .merged_entries(&node_state, &ppath.join(name))?
                 .is_empty()
@@ -367,7 +367,7 @@ impl Union {
             } else if !src_dir && dst_dir {
                 return Err(libc::EISDIR);
             } else if dst_dir {
-                let ds = Self::found_state(d, newparent, newname);
+                let ds = d.state(newparent, newname);
                 if !self.merged_entries(&ds, &nppath.join(newname))?.is_empty() {
                     return Err(libc::ENOTEMPTY);
                 }
@@ -519,15 +519,6 @@ impl Union {
             let n = self.node(cur)?;
             let st = n.st.read().unwrap();
             cur = st.names.first().map(|(p, _)| *p).ok_or(libc::ENOENT)?;
-        }
-    }
-
-    pub(crate) fn found_state(found: &Found, parent: u64, name: &OsStr) -> NodeState {
-        NodeState {
-            names: vec![(parent, OsString::from(name))],
-            kind: found.kind(),
-            upper: found.upper.is_some(),
-            lowers: found.lower_locs(),
         }
     }
 }

@@ -113,6 +113,15 @@ impl Found {
     pub fn lower_locs(&self) -> Vec<Loc> {
         self.lowers.iter().map(|(l, _)| l.clone()).collect()
     }
+    /// The node state of this entry, known as `name` in `parent`.
+    pub fn state(&self, parent: u64, name: &OsStr) -> NodeState {
+        NodeState {
+            names: vec![(parent, name.to_os_string())],
+            kind: self.kind(),
+            upper: self.upper.is_some(),
+            lowers: self.lower_locs(),
+        }
+    }
 }
 
 pub struct Union {
@@ -277,7 +286,7 @@ impl Union {
         let lowers = if stop {
             Vec::new()
         } else {
-            self.lower_chain(pst, name, upper.is_some(), redirect, 1)?
+            self.lower_chain(pst, name, upper.is_some(), redirect, 1, true)?
         };
         if upper.is_none() && lowers.is_empty() {
             return Ok(None);
@@ -295,15 +304,17 @@ impl Union {
         mut need_dir: bool,
         redirect: Option<Redirect>,
         from_layer: usize,
+        attrs: bool,
     ) -> Res<Vec<(Loc, libc::stat)>> {
         if let Some(Redirect::Abs(p)) = redirect {
-            return self.lower_chain_abs(&p, from_layer, need_dir);
+            return self.lower_chain_abs(&p, from_layer, need_dir, attrs);
         }
         let target: OsString = match redirect {
             Some(Redirect::Name(n)) => n,
             _ => name.to_os_string(),
         };
-        let full_first = !need_dir;
+        // Only the top-most entry's attributes are ever shown, and only when nothing is above it.
+        let full_first = attrs && !need_dir;
         let mut out = Vec::new();
         for pl in pst.lowers.iter().filter(|l| l.layer >= from_layer) {
             let Some(dir) = self.lower_dir(pl.layer, &pl.path)? else {
@@ -317,7 +328,7 @@ impl Union {
                 Step::Next => {}
                 Step::Stop => break,
                 Step::Redirect(abs) => {
-                    out.extend(self.lower_chain_abs(&abs, pl.layer + 1, true)?);
+                    out.extend(self.lower_chain_abs(&abs, pl.layer + 1, true, false)?);
                     break;
                 }
             }
@@ -330,13 +341,14 @@ impl Union {
         path: &Path,
         from_layer: usize,
         mut need_dir: bool,
+        attrs: bool,
     ) -> Res<Vec<(Loc, libc::stat)>> {
         let mut out = Vec::new();
         let parent = path.parent().unwrap_or(Path::new(""));
         let Some(name) = path.file_name() else {
             return Ok(out);
         };
-        let full_first = !need_dir;
+        let full_first = attrs && !need_dir;
         for layer in from_layer..=self.lowers.len() {
             let Some(dir) = self.lower_dir(layer, parent)? else {
                 continue;
@@ -349,7 +361,7 @@ impl Union {
                 Step::Next => {}
                 Step::Stop => break,
                 Step::Redirect(abs) => {
-                    out.extend(self.lower_chain_abs(&abs, layer + 1, true)?);
+                    out.extend(self.lower_chain_abs(&abs, layer + 1, true, false)?);
                     break;
                 }
             }
@@ -405,7 +417,9 @@ impl Union {
 
     /// Is anything in a lower layer under `name` that a whiteout would have to hide?
     pub fn lower_exists(&self, pst: &NodeState, name: &OsStr) -> Res<bool> {
-        Ok(!self.lower_chain(pst, name, false, None, 1)?.is_empty())
+        Ok(!self
+            .lower_chain(pst, name, false, None, 1, false)?
+            .is_empty())
     }
 
     /// The st_ino (and node id) of what `found` describes.
@@ -428,12 +442,7 @@ impl Union {
     /// Make (or refresh) the node for `found`, known as `name` in `parent`.
     pub fn remember(&self, parent: u64, name: &OsStr, found: &Found) -> Arc<Node> {
         let id = self.ino_of(found);
-        let state = NodeState {
-            names: vec![(parent, name.to_os_string())],
-            kind: found.kind(),
-            upper: found.upper.is_some(),
-            lowers: found.lower_locs(),
-        };
+        let state = found.state(parent, name);
         let node = self
             .nodes
             .entry(id)
