@@ -173,7 +173,7 @@ pub fn prune(root: &Root, filters: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Docker's size format: 1.5kB, 12MB (powers of 1000).
+/// Docker's size format: four significant digits, powers of 1000 (1.5kB, 12.29kB, 12MB).
 fn human(b: u64) -> String {
     let units = ["B", "kB", "MB", "GB", "TB"];
     let mut v = b as f64;
@@ -182,15 +182,14 @@ fn human(b: u64) -> String {
         v /= 1000.0;
         i += 1;
     }
-    if i == 0 {
-        format!("{b}B")
+    let int_digits = (v.max(1.0).log10().floor() as usize) + 1;
+    let s = format!("{v:.*}", 4usize.saturating_sub(int_digits));
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
     } else {
-        format!("{v:.3}")
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_string()
-            + units[i]
-    }
+        &s
+    };
+    format!("{s}{}", units[i])
 }
 
 #[cfg(test)]
@@ -202,6 +201,8 @@ mod tests {
         assert_eq!(human(0), "0B");
         assert_eq!(human(1500), "1.5kB");
         assert_eq!(human(12_000_000), "12MB");
+        assert_eq!(human(12_288), "12.29kB");
+        assert_eq!(human(999), "999B");
     }
 
     #[test]
