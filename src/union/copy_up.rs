@@ -183,6 +183,11 @@ pub fn kind_name(kind: u32) -> &'static str {
     }
 }
 
+/// The message of errno `e`, without Rust's " (os error N)" suffix.
 pub fn errstr(e: i32) -> String {
-    std::io::Error::from_raw_os_error(e).to_string()
+    let s = std::io::Error::from_raw_os_error(e).to_string();
+    match s.rfind(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
 }

@@ -22,6 +22,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use crate::inode::InodeTable;
 use crate::state::Root;
 use crate::sys;
+use crate::union::copy_up::errstr;
 use crate::union::dir::{Caller, NewEntry};
 use crate::union::graft::Tree;
 use crate::union::layer::{Layer, XattrNs};
@@ -84,10 +85,6 @@ fn caller() -> Caller {
     }
 }
 
-fn errno(e: i32) -> String {
-    std::io::Error::from_raw_os_error(e).to_string()
-}
-
 fn is_dir(st: &libc::stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFDIR
 }
@@ -137,10 +134,10 @@ fn attach_all(
             Ok((p, name)) => match image.lookup(p, &name) {
                 Ok((_, st)) => fits(g, &st, is_file_source(g))?,
                 Err(libc::ENOENT) => {}
-                Err(e) => bail!("{}: target {}: {}", g.given, g.target.display(), errno(e)),
+                Err(e) => bail!("{}: target {}: {}", g.given, g.target.display(), errstr(e)),
             },
             Err(libc::ENOENT) => {}
-            Err(e) => bail!("{}: target {}: {}", g.given, g.target.display(), errno(e)),
+            Err(e) => bail!("{}: target {}: {}", g.given, g.target.display(), errstr(e)),
         }
     }
     let store = if grafts.iter().any(|g| matches!(g.source, Source::Volume(_))) {
@@ -193,9 +190,9 @@ fn attach_all(
                 id_base: tree.next_id_base(),
             },
         )
-        .map_err(|e| anyhow!("{}: {}", g.given, errno(e)))?;
+        .map_err(|e| anyhow!("{}: {}", g.given, errstr(e)))?;
         tree.graft(parent, &name, Arc::new(fs), opened.file)
-            .map_err(|e| anyhow!("{}: {}", g.given, errno(e)))?;
+            .map_err(|e| anyhow!("{}: {}", g.given, errstr(e)))?;
         log::info!(
             "graft {}: {}{}",
             g.target.display(),
@@ -303,7 +300,7 @@ fn image_dir(image: &Tree, target: &Path) -> Option<u64> {
 /// mountpoint itself, an empty directory (or file, for a single-file graft).
 fn mountpoint_of(tree: &Tree, g: &Graft, file: bool) -> Result<(u64, OsString)> {
     let who = caller();
-    let ctx = |e: i32| anyhow!("{}: target {}: {}", g.given, g.target.display(), errno(e));
+    let ctx = |e: i32| anyhow!("{}: target {}: {}", g.given, g.target.display(), errstr(e));
     let (parent, name) = tree.resolve(&g.target, Some(who)).map_err(ctx)?;
     match tree.lookup(parent, &name) {
         Ok((_, st)) => fits(g, &st, file)?,
