@@ -52,6 +52,20 @@ pub fn fd_path(dirfd: RawFd, name: &OsStr) -> Res<CString> {
     CString::new(v).map_err(|_| libc::EINVAL)
 }
 
+/// The path the l*xattr calls take for `name` in directory `dirfd`; an empty name means the
+/// directory itself (a layer's or graft's root), named `.` inside it so the calls do not stop
+/// at the magic link.
+pub fn xattr_path(dirfd: RawFd, name: &OsStr) -> Res<CString> {
+    fd_path(
+        dirfd,
+        if name.is_empty() {
+            OsStr::new(".")
+        } else {
+            name
+        },
+    )
+}
+
 pub const RESOLVE_SAFE: u64 =
     libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
 

@@ -401,7 +401,7 @@ fn probe_privileges(work: i32) -> (bool, bool) {
     let dir = crate::sys::mkdirat(work, name, 0o700).is_ok();
     let mut trusted = false;
     if dir {
-        if let Ok(p) = crate::sys::fd_path(work, name) {
+        if let Ok(p) = crate::sys::xattr_path(work, name) {
             trusted =
                 crate::sys::lsetxattr(&p, OsStr::new("trusted.overlay.probe"), b"y", 0).is_ok();
         }

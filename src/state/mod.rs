@@ -105,18 +105,25 @@ impl Locked {
     }
 }
 
-/// Is process `pid`, started at `start` (clock ticks after boot), still running?
+/// Is process `pid`, started at `start` (clock ticks after boot), still running? A killed
+/// process its parent has not reaped yet (a zombie) is not.
 pub fn alive(pid: u32, start: u64) -> bool {
-    start_time(pid) == Some(start)
+    matches!(proc_stat(pid), Some((state, t)) if t == start && state != 'Z' && state != 'X')
 }
 
 /// The start time of process `pid` (field 22 of /proc/PID/stat), which tells a process from a
 /// later one that reuses its pid.
 pub fn start_time(pid: u32) -> Option<u64> {
+    proc_stat(pid).map(|(_, t)| t)
+}
+
+/// (state, start time) of process `pid`.
+fn proc_stat(pid: u32) -> Option<(char, u64)> {
     let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: count from its closing one.
-    let rest = &s[s.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
+    let mut rest = s[s.rfind(')')? + 2..].split(' ');
+    let state = rest.next()?.chars().next()?;
+    Some((state, rest.nth(18)?.parse().ok()?))
 }
 
 #[cfg(test)]
@@ -130,6 +137,22 @@ mod tests {
         assert!(alive(me, t));
         assert!(!alive(me, t + 1));
         assert!(!alive(u32::MAX - 1, t));
+    }
+
+    #[test]
+    fn a_zombie_is_not_alive() {
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            unsafe { libc::_exit(0) };
+        }
+        let pid = child as u32;
+        let t = start_time(pid).unwrap();
+        // Not reaped: a zombie until waitpid below.
+        while proc_stat(pid).map(|(s, _)| s) != Some('Z') {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!alive(pid, t));
+        unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
     }
 
     #[test]

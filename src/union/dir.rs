@@ -192,12 +192,12 @@ impl Union {
     }
 
     pub(crate) fn set_opaque(&self, dirfd: i32, name: &OsStr) -> Res<()> {
-        let p = sys::fd_path(dirfd, name)?;
+        let p = sys::xattr_path(dirfd, name)?;
         sys::lsetxattr(&p, OsStr::new(self.opts.xattr_ns.opaque()), b"y", 0)
     }
 
     fn set_redirect(&self, dirfd: i32, name: &OsStr, origin: &Path) -> Res<()> {
-        let p = sys::fd_path(dirfd, name)?;
+        let p = sys::xattr_path(dirfd, name)?;
         let mut v = b"/".to_vec();
         v.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(origin.as_os_str()));
         sys::lsetxattr(&p, OsStr::new(self.opts.xattr_ns.redirect()), &v, 0)

@@ -130,7 +130,7 @@ pub fn probe(dirfd: RawFd, name: &OsStr) -> Res<Probe> {
 }
 
 fn xattr_of(dirfd: RawFd, name: &OsStr, key: &str) -> Res<Option<Vec<u8>>> {
-    let p = sys::fd_path(dirfd, name)?;
+    let p = sys::xattr_path(dirfd, name)?;
     match sys::lgetxattr(&p, OsStr::new(key)) {
         Ok(v) => Ok(Some(v)),
         Err(libc::ENODATA) | Err(libc::EOPNOTSUPP) | Err(libc::EPERM) => Ok(None),

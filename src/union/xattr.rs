@@ -18,8 +18,8 @@ const FOREIGN_OVERRIDES: [&str; 2] = [
 ];
 
 pub fn copy_all(sfd: i32, sname: &OsStr, dfd: i32, dname: &OsStr) -> Res<()> {
-    let sp = sys::fd_path(sfd, sname)?;
-    let dp = sys::fd_path(dfd, dname)?;
+    let sp = sys::xattr_path(sfd, sname)?;
+    let dp = sys::xattr_path(dfd, dname)?;
     let names = match sys::llistxattr(&sp) {
         Ok(n) => n,
         Err(libc::EOPNOTSUPP) => return Ok(()),
@@ -55,7 +55,7 @@ fn is_override(n: &OsStr) -> bool {
 }
 
 pub fn set_override(dfd: i32, name: &OsStr, uid: u32, gid: u32, mode: u32) -> Res<()> {
-    let p = sys::fd_path(dfd, name)?;
+    let p = sys::xattr_path(dfd, name)?;
     let v = format!("{uid}:{gid}:0{mode:o}");
     sys::lsetxattr(&p, OsStr::new(OVERRIDE_XATTR), v.as_bytes(), 0)
 }
@@ -71,7 +71,7 @@ fn parse_override(v: &[u8]) -> Option<(u32, u32, u32)> {
 
 /// Show the owner, mode and type recorded in the override xattr, if any.
 pub fn apply_override(dfd: i32, name: &OsStr, st: &mut libc::stat) {
-    let Ok(p) = sys::fd_path(dfd, name) else {
+    let Ok(p) = sys::xattr_path(dfd, name) else {
         return;
     };
     for key in std::iter::once(OVERRIDE_XATTR).chain(FOREIGN_OVERRIDES) {
@@ -95,7 +95,7 @@ impl Union {
         let (st, path) = self.resolve(id)?;
         let (layer, parent, name) = self.top_of(&st, &path);
         let fd = self.layer(layer).dir(&parent)?;
-        let p = sys::fd_path(fd.as_raw_fd(), &name)?;
+        let p = sys::xattr_path(fd.as_raw_fd(), &name)?;
         f(&p)
     }
 

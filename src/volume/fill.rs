@@ -122,7 +122,7 @@ fn attrs(union: &Union, id: u64, d: i32, name: &OsStr, st: &libc::stat) -> Res<(
     if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
         sys::chmodat(d, name, st.st_mode & 0o7777)?;
     }
-    let p = sys::fd_path(d, name)?;
+    let p = sys::xattr_path(d, name)?;
     for x in union.listxattr(id)? {
         let v = union.getxattr(id, &x)?;
         match sys::lsetxattr(&p, &x, &v, 0) {
