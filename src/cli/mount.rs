@@ -19,6 +19,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use super::options::{self, MountOptions};
 use crate::fuse::StrataFs;
 use crate::inode::InodeTable;
+use crate::union::graft::Tree;
 use crate::union::layer::{Layer, XattrNs};
 use crate::union::{self, Union};
 
@@ -431,6 +432,8 @@ fn serve(layout: &Layout, source: Option<&str>, notify: Option<&OwnedFd>) -> Res
         // them make 0:0 devices, so the upper reads the same on any filesystem they land on.
         kernel_whiteouts: kernel_wh && root,
         xattr_permissions: !root,
+        plain: false,
+        id_base: 0,
     };
     let read_only = opts.read_only;
     let fs =
@@ -457,7 +460,8 @@ fn serve(layout: &Layout, source: Option<&str>, notify: Option<&OwnedFd>) -> Res
             .clamp(2, 8),
     );
     config.clone_fd = true;
-    let fsys = StrataFs::new(fs.clone());
+    let tree = Arc::new(Tree::new(fs.clone()));
+    let fsys = StrataFs::new(tree);
     let session = if root {
         let dev = mount_direct(&layout.mountpoint, &fsname, o, read_only, allow_other)?;
         fuser::Session::from_fd(fsys, dev, config.acl, config)

@@ -17,6 +17,7 @@ use fuser::{
 
 use crate::union::dir::{Caller, NewEntry};
 use crate::union::file::{SetAttr, SetTime};
+use crate::union::graft::Tree;
 use crate::union::{Union, ROOT_ID};
 
 /// How long the kernel may cache entries (negative ones too) and attributes. Lower layers are
@@ -24,9 +25,12 @@ use crate::union::{Union, ROOT_ID};
 /// kernel's caches right; as with overlayfs, changing the layers behind a live mount is not
 /// supported.
 const TTL: Duration = Duration::from_secs(24 * 3600);
+/// Grafts are directories and files of the host, which may change behind the mount at any
+/// time: nothing of them is cached.
+const NO_TTL: Duration = Duration::ZERO;
 
 pub struct StrataFs {
-    pub fs: Arc<Union>,
+    pub tree: Arc<Tree>,
     /// The kernel took FUSE_PASSTHROUGH at init: regular files are served by the kernel from
     /// their backing file in the layer, without a round trip through the daemon per read/write.
     passthrough: bool,
@@ -41,9 +45,9 @@ struct Backing {
 }
 
 impl StrataFs {
-    pub fn new(fs: Arc<Union>) -> Self {
+    pub fn new(tree: Arc<Tree>) -> Self {
         StrataFs {
-            fs,
+            tree,
             passthrough: false,
             backing: Default::default(),
         }
@@ -54,13 +58,14 @@ impl StrataFs {
     /// that is still open after a copy-up), so this open must bypass the page cache.
     fn backing_for(
         &self,
+        fs: &Union,
         fh: u64,
         open_backing: impl FnOnce(&OwnedFd) -> std::io::Result<fuser::BackingId>,
     ) -> (Option<Arc<fuser::BackingId>>, bool) {
         if !self.passthrough {
             return (None, false);
         }
-        let Ok(h) = self.fs.handle(fh) else {
+        let Ok(h) = fs.handle(fh) else {
             return (None, false);
         };
         let mut map = self.backing.lock().unwrap();
@@ -95,9 +100,9 @@ impl StrataFs {
         if !self.passthrough {
             return;
         }
+        let (_, fs, _) = self.tree.route(id);
         let mut map = self.backing.lock().unwrap();
-        let passed = self
-            .fs
+        let passed = fs
             .handle(fh)
             .map(|h| map.get(&id).is_some_and(|b| b.upper == h.upper))
             .unwrap_or(false);
@@ -175,9 +180,18 @@ fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
 }
 
 impl StrataFs {
+    /// How long the kernel may cache what it learns of node `id`.
+    fn ttl(&self, id: u64) -> &'static Duration {
+        if self.tree.volatile(id) {
+            &NO_TTL
+        } else {
+            &TTL
+        }
+    }
+
     fn entry(&self, reply: ReplyEntry, r: Result<(u64, libc::stat), i32>) {
         match r {
-            Ok((_, st)) => reply.entry(&TTL, &attr(&st), Generation(0)),
+            Ok((id, st)) => reply.entry(self.ttl(id), &attr(&st), Generation(0)),
             Err(e) => reply.error(err(e)),
         }
     }
@@ -192,17 +206,18 @@ impl StrataFs {
         mode: u32,
         who: Caller,
     ) {
-        let r = self
-            .fs
-            .make_entry(parent, name, what, mode, who)
+        let (_, fs, local) = self.tree.route(parent);
+        let r = fs
+            .make_entry(local, name, what, mode, who)
             .map(|(i, st, _)| (i, st));
         self.entry(reply, r);
     }
 
-    /// A lookup's reply; "no such entry" is cached by the kernel too (node id 0).
-    fn lookup_entry(&self, reply: ReplyEntry, r: Result<(u64, libc::stat), i32>) {
+    /// A lookup's reply; "no such entry" is cached by the kernel too (node id 0), except in
+    /// grafts.
+    fn lookup_entry(&self, reply: ReplyEntry, parent: u64, r: Result<(u64, libc::stat), i32>) {
         match r {
-            Err(libc::ENOENT) => {
+            Err(libc::ENOENT) if !self.tree.volatile(parent) => {
                 let mut st: libc::stat = unsafe { std::mem::zeroed() };
                 st.st_mode = libc::S_IFREG;
                 reply.entry(
@@ -247,28 +262,28 @@ impl Filesystem for StrataFs {
     }
 
     fn destroy(&mut self) {
-        self.fs.flush_table();
+        self.tree.union().flush_table();
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         log::debug!("lookup {} {:?}", parent.0, name);
-        self.lookup_entry(reply, self.fs.lookup(id(parent), name));
+        self.lookup_entry(reply, id(parent), self.tree.lookup(id(parent), name));
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.fs.forget(id(ino), nlookup);
+        let (_, fs, local) = self.tree.route(id(ino));
+        fs.forget(local, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         log::debug!("getattr {}", ino.0);
+        let (_, fs, local) = self.tree.route(id(ino));
         let r = match fh {
-            Some(fh) if id(ino) != ROOT_ID => {
-                self.fs.fgetattr(fh.0).or_else(|_| self.fs.getattr(id(ino)))
-            }
-            _ => self.fs.getattr(id(ino)),
+            Some(fh) if local != ROOT_ID => fs.fgetattr(fh.0).or_else(|_| fs.getattr(local)),
+            _ => fs.getattr(local),
         };
         match r {
-            Ok(st) => reply.attr(&TTL, &attr(&st)),
+            Ok(st) => reply.attr(self.ttl(id(ino)), &attr(&st)),
             Err(e) => reply.error(err(e)),
         }
     }
@@ -304,14 +319,16 @@ impl Filesystem for StrataFs {
             mtime: set_time(mtime),
             fh: fh.map(|f| f.0),
         };
-        match self.fs.setattr(id(ino), &a) {
-            Ok(st) => reply.attr(&TTL, &attr(&st)),
+        let (_, fs, local) = self.tree.route(id(ino));
+        match fs.setattr(local, &a) {
+            Ok(st) => reply.attr(self.ttl(id(ino)), &attr(&st)),
             Err(e) => reply.error(err(e)),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.fs.readlink(id(ino)) {
+        let (_, fs, local) = self.tree.route(id(ino));
+        match fs.readlink(local) {
             Ok(t) => reply.data(t.as_bytes()),
             Err(e) => reply.error(err(e)),
         }
@@ -367,12 +384,12 @@ impl Filesystem for StrataFs {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         log::debug!("unlink {} {:?}", parent.0, name);
-        done(reply, self.fs.unlink(id(parent), name, false))
+        done(reply, self.tree.unlink(id(parent), name, false))
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         log::debug!("rmdir {} {:?}", parent.0, name);
-        done(reply, self.fs.unlink(id(parent), name, true))
+        done(reply, self.tree.unlink(id(parent), name, true))
     }
 
     fn symlink(
@@ -410,7 +427,7 @@ impl Filesystem for StrataFs {
         );
         done(
             reply,
-            self.fs
+            self.tree
                 .rename(id(parent), name, id(newparent), newname, flags.bits()),
         )
     }
@@ -426,24 +443,25 @@ impl Filesystem for StrataFs {
         log::debug!("link {} -> {} {:?}", ino.0, newparent.0, newname);
         self.entry(
             reply,
-            self.fs.link(id(ino), id(newparent), newname, caller(req)),
+            self.tree.link(id(ino), id(newparent), newname, caller(req)),
         );
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         log::debug!("open {} {:#x}", ino.0, flags.0);
-        let fh = match self.fs.open(id(ino), flags.0) {
+        let (_, fs, local) = self.tree.route(id(ino));
+        let fh = match fs.open(local, flags.0) {
             Ok(fh) => fh,
             Err(e) => return reply.error(err(e)),
         };
         // Writes reach the layer synchronously, so close has nothing to flush: no FLUSH round trip.
         let base = FopenFlags::FOPEN_NOFLUSH;
-        match self.backing_for(fh, |fd| reply.open_backing(fd)) {
+        match self.backing_for(fs, fh, |fd| reply.open_backing(fd)) {
             (Some(b), _) => reply.opened_passthrough(FileHandle(fh), base, &b),
             (None, true) => reply.opened(FileHandle(fh), base | FopenFlags::FOPEN_DIRECT_IO),
             (None, false) => {
                 // Lower files never change under a mount: their cached pages stay valid.
-                let lower = self.fs.handle(fh).map(|h| !h.upper).unwrap_or(false);
+                let lower = fs.handle(fh).map(|h| !h.upper).unwrap_or(false);
                 let keep = if lower {
                     FopenFlags::FOPEN_KEEP_CACHE
                 } else {
@@ -457,7 +475,7 @@ impl Filesystem for StrataFs {
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -465,7 +483,8 @@ impl Filesystem for StrataFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.fs.read(fh.0, offset, size) {
+        let (_, fs, _) = self.tree.route(id(ino));
+        match fs.read(fh.0, offset, size) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(err(e)),
         }
@@ -474,7 +493,7 @@ impl Filesystem for StrataFs {
     fn write(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -483,7 +502,8 @@ impl Filesystem for StrataFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.fs.write(fh.0, offset, data) {
+        let (_, fs, _) = self.tree.route(id(ino));
+        match fs.write(fh.0, offset, data) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(err(e)),
         }
@@ -503,35 +523,41 @@ impl Filesystem for StrataFs {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.release_backing(_ino.0, fh.0);
-        self.fs.release(fh.0);
+        self.release_backing(id(ino), fh.0);
+        self.tree.route(id(ino)).1.release(fh.0);
         reply.ok();
     }
 
     fn fsync(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        done(reply, self.fs.fsync(fh.0, datasync))
+        done(reply, self.tree.route(id(ino)).1.fsync(fh.0, datasync))
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         log::debug!("opendir {}", ino.0);
         // The kernel may keep merged listings: it drops a directory's cached listing itself
-        // whenever it changes that directory, and every change comes through it.
-        let cache = FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE;
-        match self.fs.opendir(id(ino)) {
+        // whenever it changes that directory, and every change comes through it. Not so for
+        // grafts, which the host may change.
+        let (part, fs, local) = self.tree.route(id(ino));
+        let cache = if part == 0 {
+            FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::empty()
+        };
+        match fs.opendir(local) {
             Ok(fh) => reply.opened(FileHandle(fh), cache),
             Err(e) => reply.error(err(e)),
         }
@@ -545,7 +571,7 @@ impl Filesystem for StrataFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.fs.dir_entries(fh.0) {
+        let entries = match self.tree.route(id(ino)).1.dir_entries(fh.0) {
             Ok(e) => e,
             Err(e) => return reply.error(err(e)),
         };
@@ -579,18 +605,19 @@ impl Filesystem for StrataFs {
         offset: u64,
         mut reply: fuser::ReplyDirectoryPlus,
     ) {
-        let entries = match self.fs.dir_entries(fh.0) {
+        let (_, fs, local) = self.tree.route(id(ino));
+        let entries = match fs.dir_entries(fh.0) {
             Ok(e) => e,
             Err(e) => return reply.error(err(e)),
         };
         // "." and ".." carry no lookup: the kernel does not link them.
         if offset < 2 {
-            let dir = match self.fs.getattr(id(ino)) {
+            let dir = match fs.getattr(local) {
                 Ok(st) => attr(&st),
                 Err(e) => return reply.error(err(e)),
             };
             for (off, name) in [(1u64, "."), (2, "..")].into_iter().skip(offset as usize) {
-                if reply.add(ino, off, name, &TTL, &dir, Generation(0)) {
+                if reply.add(ino, off, name, self.ttl(id(ino)), &dir, Generation(0)) {
                     return reply.ok();
                 }
             }
@@ -601,18 +628,19 @@ impl Filesystem for StrataFs {
             .skip(offset.saturating_sub(2) as usize)
         {
             // Each entry is a lookup, counted until the kernel forgets it.
-            let Ok((node, st)) = self.fs.lookup(id(ino), &e.name) else {
+            let Ok((node, st)) = self.tree.lookup(id(ino), &e.name) else {
                 continue; // gone since opendir
             };
             if reply.add(
                 INodeNo(node),
                 i as u64 + 3,
                 &e.name,
-                &TTL,
+                self.ttl(node),
                 &attr(&st),
                 Generation(0),
             ) {
-                self.fs.forget(node, 1); // did not fit: not sent
+                let (_, nfs, nlocal) = self.tree.route(node);
+                nfs.forget(nlocal, 1); // did not fit: not sent
                 break;
             }
         }
@@ -622,12 +650,12 @@ impl Filesystem for StrataFs {
     fn releasedir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.fs.releasedir(fh.0);
+        self.tree.route(id(ino)).1.releasedir(fh.0);
         reply.ok();
     }
 
@@ -642,8 +670,8 @@ impl Filesystem for StrataFs {
         reply.ok();
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        match self.fs.statfs() {
+    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        match self.tree.route(id(ino)).1.statfs() {
             Ok(s) => reply.statfs(
                 s.f_blocks,
                 s.f_bfree,
@@ -668,18 +696,21 @@ impl Filesystem for StrataFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        done(reply, self.fs.setxattr(id(ino), name, value, flags))
+        let (_, fs, local) = self.tree.route(id(ino));
+        done(reply, fs.setxattr(local, name, value, flags))
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match self.fs.getxattr(id(ino), name) {
+        let (_, fs, local) = self.tree.route(id(ino));
+        match fs.getxattr(local, name) {
             Ok(v) => xattr_reply(reply, size, &v),
             Err(e) => reply.error(err(e)),
         }
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.fs.listxattr(id(ino)) {
+        let (_, fs, local) = self.tree.route(id(ino));
+        match fs.listxattr(local) {
             Ok(names) => {
                 let mut buf = Vec::new();
                 for n in names {
@@ -693,7 +724,8 @@ impl Filesystem for StrataFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        done(reply, self.fs.removexattr(id(ino), name))
+        let (_, fs, local) = self.tree.route(id(ino));
+        done(reply, fs.removexattr(local, name))
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
@@ -713,25 +745,22 @@ impl Filesystem for StrataFs {
     ) {
         log::debug!("create {} {:?} {mode:o} {flags:#x}", parent.0, name);
         let what = NewEntry::File { flags };
-        match self
-            .fs
-            .make_entry(id(parent), name, what, mode & !(umask & 0o777), caller(req))
-        {
+        let (_, fs, local) = self.tree.route(id(parent));
+        match fs.make_entry(local, name, what, mode & !(umask & 0o777), caller(req)) {
             Ok((i, st, Some(fd))) => {
-                let fh = self.fs.add_handle(i, fd, true);
+                let fh = fs.add_handle(i, fd, true);
                 let a = attr(&st);
-                match self.backing_for(fh, |fd| reply.open_backing(fd)) {
+                let ttl = self.ttl(i);
+                match self.backing_for(fs, fh, |fd| reply.open_backing(fd)) {
                     (Some(b), _) => reply.created_passthrough(
-                        &TTL,
+                        ttl,
                         &a,
                         Generation(0),
                         FileHandle(fh),
                         FopenFlags::FOPEN_NOFLUSH,
                         &b,
                     ),
-                    _ => {
-                        reply.created(&TTL, &a, Generation(0), FileHandle(fh), FopenFlags::empty())
-                    }
+                    _ => reply.created(ttl, &a, Generation(0), FileHandle(fh), FopenFlags::empty()),
                 }
             }
             Ok(_) => reply.error(Errno::EIO),
@@ -742,26 +771,27 @@ impl Filesystem for StrataFs {
     fn fallocate(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         length: u64,
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        done(reply, self.fs.fallocate(fh.0, offset, length, mode))
+        let (_, fs, _) = self.tree.route(id(ino));
+        done(reply, fs.fallocate(fh.0, offset, length, mode))
     }
 
     fn lseek(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: i64,
         whence: i32,
         reply: ReplyLseek,
     ) {
-        match self.fs.lseek(fh.0, offset, whence) {
+        match self.tree.route(id(ino)).1.lseek(fh.0, offset, whence) {
             Ok(o) => reply.offset(o),
             Err(e) => reply.error(err(e)),
         }

@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use dashmap::DashMap;
 
 /// Bits reserved for the inode number inside a layer; the layer index sits above them.
-const INO_BITS: u32 = 48;
+pub const INO_BITS: u32 = 48;
 const INO_MASK: u64 = (1 << INO_BITS) - 1;
 
 /// The st_ino strata reports for inode `ino` of layer `layer` (0 = upper, 1.. = lowers).

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use super::copy_up::{kind_name, Attrs};
 use super::layer::{whiteout_name, Probe};
-use super::{layer, Found, NodeState, Union, ROOT_ID};
+use super::{Found, NodeState, Union, ROOT_ID};
 use crate::sys::{self, Res};
 
 /// Who asks: the owner new entries get.
@@ -54,7 +54,7 @@ impl Union {
         who: Caller,
     ) -> Res<(u64, libc::stat, Option<OwnedFd>)> {
         self.writable()?;
-        if layer::is_whiteout_name(name) {
+        if self.is_marker_name(name) {
             return Err(libc::EINVAL);
         }
         let _g = self.write_ns();
@@ -67,7 +67,7 @@ impl Union {
         }
         let (ufd, _, ppath) = self.upper_dir(parent)?;
         let ufd = ufd.as_raw_fd();
-        let covered = match layer::probe(ufd, name)? {
+        let covered = match self.probe(ufd, name)? {
             Probe::Whiteout => {
                 if sys::stat_opt(ufd, name)?.is_some() {
                     Covered::Device
@@ -324,7 +324,7 @@ impl Union {
         flags: u32,
     ) -> Res<()> {
         self.writable()?;
-        if layer::is_whiteout_name(newname) {
+        if self.is_marker_name(newname) {
             return Err(libc::EINVAL);
         }
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
@@ -423,7 +423,7 @@ impl Union {
             // directory is discarded first (it may still hold whiteouts); a whiteout is replaced.
             let mut target_wh_file = false;
             let mut target_wh_dev = false;
-            match layer::probe(nfd, newname)? {
+            match self.probe(nfd, newname)? {
                 Probe::Entry(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
                     self.discard(nfd, newname)?;
                 }

@@ -13,6 +13,7 @@
 pub mod copy_up;
 pub mod dir;
 pub mod file;
+pub mod graft;
 pub mod layer;
 pub mod lowerindex;
 pub mod readdir;
@@ -95,6 +96,12 @@ pub struct Options {
     pub kernel_whiteouts: bool,
     /// Owners, modes and special file types the upper's filesystem refuses are kept in an xattr.
     pub xattr_permissions: bool,
+    /// A plain directory tree (a graft's source), not an overlay layer: no whiteouts, no
+    /// overlay xattrs, every name and attribute shown as it is.
+    pub plain: bool,
+    /// Added to layer indexes in node ids, so that several unions served in one tree (the
+    /// union and its grafts, see graft) never hand out the same id.
+    pub id_base: usize,
 }
 
 /// What a directory holds under one name, across all layers.
@@ -266,10 +273,12 @@ impl Union {
         if pst.upper {
             let u = self.layer(0);
             let fd = u.dir(ppath)?;
-            match probe(fd.as_raw_fd(), name)? {
+            match self.probe(fd.as_raw_fd(), name)? {
                 Probe::Whiteout => return Ok(None),
                 Probe::Entry(st) => {
-                    if is_dir(&st) {
+                    if self.opts.plain {
+                        stop = true;
+                    } else if is_dir(&st) {
                         if is_opaque(fd.as_raw_fd(), name)? {
                             stop = true;
                         } else if self.opts.redirect_dir {
@@ -430,13 +439,36 @@ impl Union {
             }
             if is_dir(u) {
                 if let Some((l, st)) = found.lowers.first() {
-                    return encode(l.layer, st.st_ino);
+                    return self.encode(l.layer, st.st_ino);
                 }
             }
-            return encode(0, u.st_ino);
+            return self.encode(0, u.st_ino);
         }
         let (l, st) = &found.lowers[0];
-        encode(l.layer, st.st_ino)
+        self.encode(l.layer, st.st_ino)
+    }
+
+    /// The st_ino (and node id) of inode `ino` of layer `layer`.
+    pub(crate) fn encode(&self, layer: usize, ino: u64) -> u64 {
+        encode(layer + self.opts.id_base, ino)
+    }
+
+    /// What the upper layer says about `name` in `dirfd` (a plain tree has no whiteouts).
+    pub(crate) fn probe(&self, dirfd: i32, name: &OsStr) -> Res<Probe> {
+        if self.opts.plain {
+            return Ok(sys::stat_opt(dirfd, name)?.map_or(Probe::Absent, Probe::Entry));
+        }
+        probe(dirfd, name)
+    }
+
+    /// Is `name` overlay bookkeeping (a `.wh.` name) that users can neither see nor make?
+    pub(crate) fn is_marker_name(&self, name: &OsStr) -> bool {
+        !self.opts.plain && layer::is_whiteout_name(name)
+    }
+
+    /// Is xattr `name` overlay bookkeeping, hidden from users?
+    pub(crate) fn is_private_xattr(&self, name: &OsStr) -> bool {
+        !self.opts.plain && layer::is_private_xattr(name)
     }
 
     /// Make (or refresh) the node for `found`, known as `name` in `parent`.
@@ -478,7 +510,7 @@ impl Union {
     }
 
     pub fn lookup(&self, parent: u64, name: &OsStr) -> Res<(u64, libc::stat)> {
-        if layer::is_whiteout_name(name) {
+        if self.is_marker_name(name) {
             // Whiteout markers are bookkeeping: not listed, and not reachable by name either.
             return Err(libc::ENOENT);
         }
@@ -530,7 +562,7 @@ impl Union {
             None => (1, self.lowers[0].root.as_raw_fd()),
         };
         sys::fstatat(fd, OsStr::new(""))
-            .map(|st| encode(layer, st.st_ino))
+            .map(|st| self.encode(layer, st.st_ino))
             .unwrap_or(ROOT_ID)
     }
 

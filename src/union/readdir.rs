@@ -11,7 +11,6 @@ use std::sync::Arc;
 use super::layer::{is_opaque, WH_PREFIX};
 use super::lowerindex::{dtype_of, mode_of};
 use super::{NodeState, Union};
-use crate::inode::encode;
 use crate::sys::{self, Res};
 
 #[derive(Clone, Debug)]
@@ -42,7 +41,7 @@ impl Union {
             // This layer's visible entries and the names its whiteouts hide below it.
             let (entries, new_hidden) = if layer == 0 {
                 let fd = self.layer(0).dir(&lpath)?;
-                let r = upper_listing(fd.as_raw_fd())?;
+                let r = upper_listing(fd.as_raw_fd(), self.opts.plain)?;
                 upper_fd = Some(fd);
                 r
             } else {
@@ -61,7 +60,7 @@ impl Union {
                     if upper_dirs.remove(&i) && dtype == libc::DT_DIR {
                         if let Some(ufd) = &upper_fd {
                             if !is_opaque(ufd.as_raw_fd(), &name).unwrap_or(true) {
-                                out[i].ino = encode(layer, dino);
+                                out[i].ino = self.encode(layer, dino);
                             }
                         }
                     }
@@ -75,11 +74,11 @@ impl Union {
                             if kind == libc::S_IFDIR {
                                 upper_dirs.insert(out.len());
                             }
-                            encode(0, dino)
+                            self.encode(0, dino)
                         }
                     }
                 } else {
-                    encode(layer, dino)
+                    self.encode(layer, dino)
                 };
                 seen.insert(name.clone(), out.len());
                 out.push(Entry { name, ino, kind });
@@ -113,11 +112,16 @@ impl Union {
 
 type Listing = (Vec<(OsString, u8, u64)>, Vec<OsString>);
 
-/// The upper directory's entries, without whiteouts, and the names those whiteouts hide.
-fn upper_listing(fd: i32) -> Res<Listing> {
+/// The upper directory's entries, without whiteouts, and the names those whiteouts hide
+/// (in a plain tree: every entry, nothing hidden).
+fn upper_listing(fd: i32, plain: bool) -> Res<Listing> {
     let mut entries = Vec::new();
     let mut hidden = Vec::new();
     for (name, dtype, dino) in sys::read_dir(fd)? {
+        if plain {
+            entries.push((name, dtype, dino));
+            continue;
+        }
         let b = name.as_bytes();
         if let Some(rest) = b.strip_prefix(WH_PREFIX) {
             if !rest.starts_with(b".wh.") {

@@ -100,7 +100,7 @@ impl Union {
     }
 
     pub fn getxattr(&self, id: u64, name: &OsStr) -> Res<Vec<u8>> {
-        if is_private_xattr(name) {
+        if self.is_private_xattr(name) {
             return Err(libc::ENODATA);
         }
         self.with_top(id, |p| sys::lgetxattr(p, name))
@@ -108,13 +108,13 @@ impl Union {
 
     pub fn listxattr(&self, id: u64) -> Res<Vec<OsString>> {
         let mut names = self.with_top(id, sys::llistxattr)?;
-        names.retain(|n| !is_private_xattr(n));
+        names.retain(|n| !self.is_private_xattr(n));
         Ok(names)
     }
 
     pub fn setxattr(&self, id: u64, name: &OsStr, value: &[u8], flags: i32) -> Res<()> {
         self.writable()?;
-        if is_private_xattr(name) {
+        if self.is_private_xattr(name) {
             return Err(libc::EPERM);
         }
         let _g = self.write_ns();
@@ -124,7 +124,7 @@ impl Union {
 
     pub fn removexattr(&self, id: u64, name: &OsStr) -> Res<()> {
         self.writable()?;
-        if is_private_xattr(name) {
+        if self.is_private_xattr(name) {
             return Err(libc::ENODATA);
         }
         let _g = self.write_ns();
