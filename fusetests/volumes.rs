@@ -121,8 +121,12 @@ fn rich_image() -> Builder {
                 .file("other", "other");
         })
         .upper(|u| {
+            // As a copy-up of data/ would leave it.
             u.file("data/upperfile", "from the upper")
-                .whiteout("data/wh");
+                .whiteout("data/wh")
+                .mode("data", 0o750)
+                .owner("data", 1234, 5678)
+                .xattr("data", "user.dir", b"d");
         })
 }
 
@@ -212,7 +216,12 @@ fn ls_filters() {
     });
     let m = b.arg("-v").arg("blue-vol:/data").prepare();
     m.volume_ok(&[
-        "create", "red-vol", "--label", "env=prod", "--label", "tier",
+        "create",
+        "red-vol",
+        "--label",
+        "env=prod",
+        "--label",
+        "tier=gold",
     ]);
     m.volume_ok(&["create", "blue-vol", "--label", "env=dev"]);
     m.volume_ok(&["create", "green-x"]);
@@ -302,11 +311,12 @@ fn inspect_reports_the_volume_and_who_uses_it() {
     m.mount_now();
     let pid = m.daemon_pid();
     let v = &inspect(&m, &["insp"])[0];
-    assert_eq!(
-        v["UsedBy"],
-        serde_json::json!([{"Mountpoint": m.mnt.to_str().unwrap(), "Pid": pid}]),
-        "{v}"
-    );
+    let used = v["UsedBy"]
+        .as_array()
+        .unwrap_or_else(|| panic!("UsedBy is not an array: {v}"));
+    assert_eq!(used.len(), 1, "UsedBy of a volume one mount uses: {v}");
+    assert_eq!(used[0]["Mountpoint"], m.mnt.to_str().unwrap(), "{v}");
+    assert_eq!(used[0]["Pid"], pid, "{v}");
     assert_eq!(inspect(&m, &["second"])[0]["UsedBy"], serde_json::json!([]));
     m.unmount();
     assert_eq!(inspect(&m, &["insp"])[0]["UsedBy"], serde_json::json!([]));
@@ -402,6 +412,40 @@ fn a_new_volume_is_filled_from_the_image_keeping_owners_modes_and_xattrs() {
     m.args = vec!["-v".into(), "filled:/data".into()];
     m.mount_now();
     let data = m.volume_data("filled");
+    // What a user checks on the host, one by one.
+    let st = lstat(&data);
+    assert_eq!(
+        (st.uid(), st.gid(), st.mode() & 0o7777),
+        (1234, 5678, 0o750),
+        "_data itself"
+    );
+    assert_eq!(
+        lgetxattr(&data, "user.dir").ok().as_deref(),
+        Some(&b"d"[..]),
+        "_data xattr"
+    );
+    let st = lstat(data.join("f"));
+    assert_eq!(
+        (st.uid(), st.gid(), st.mode() & 0o7777),
+        (1001, 1002, 0o640),
+        "f"
+    );
+    assert_eq!(
+        lgetxattr(&data.join("f"), "user.k").ok().as_deref(),
+        Some(&b"v"[..]),
+        "f xattr"
+    );
+    assert_eq!(read(data.join("f")), "file f");
+    assert_eq!(readlink(data.join("link")), "f");
+    let st = lstat(data.join("link"));
+    assert_eq!((st.uid(), st.gid()), (1003, 1004), "symlink owner");
+    assert_eq!(lstat(data.join("exec")).mode() & 0o7777, 0o755);
+    assert_eq!(lstat(data.join("shared")).mode() & 0o7777, 0o2775);
+    assert_eq!(lstat(data.join("nested")).uid(), 1005);
+    assert_eq!(lstat(data.join("nested/deep")).mode() & 0o7777, 0o700);
+    assert_eq!(read(data.join("nested/deep/g")), "deep g");
+    assert_eq!(read(data.join("upperfile")), "from the upper");
+    assert!(!exists(data.join("wh")), "a whited-out file was copied");
     assert_same_tree(
         &image,
         &tree(&data),
