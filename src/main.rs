@@ -3,8 +3,10 @@
 mod cli;
 mod fuse;
 mod inode;
+mod state;
 mod sys;
 mod union;
+mod volume;
 
 use std::path::PathBuf;
 
@@ -17,8 +19,18 @@ use clap::{Args, Parser, Subcommand};
     about = "A userspace union filesystem (overlayfs semantics over FUSE)"
 )]
 struct Cli {
+    #[command(flatten)]
+    root: RootArg,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+#[derive(Args)]
+struct RootArg {
+    /// State root: volumes and their records [default: /var/lib/strata; unprivileged:
+    /// ~/.local/share/strata]
+    #[arg(long, global = true, env = "STRATA_ROOT", value_name = "DIR")]
+    root: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -27,6 +39,50 @@ enum Cmd {
     Mount(MountArgs),
     /// Unmount a strata mount and wait for its daemon to flush and exit.
     Umount { mountpoint: PathBuf },
+    /// Manage volumes: named directories that outlive every mount.
+    #[command(subcommand)]
+    Volume(VolumeCmd),
+}
+
+#[derive(Subcommand)]
+enum VolumeCmd {
+    /// Create a volume (a random 64-hex-digit name if none is given) and print its name.
+    Create {
+        name: Option<String>,
+        /// Set a label: KEY=VALUE (repeatable).
+        #[arg(short, long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+    },
+    /// List volumes.
+    #[command(alias = "list")]
+    Ls {
+        /// Only names.
+        #[arg(short, long)]
+        quiet: bool,
+        /// name=SUBSTRING, label=KEY[=VALUE], dangling=true|false (repeatable: all must match).
+        #[arg(short, long = "filter", value_name = "FILTER")]
+        filters: Vec<String>,
+    },
+    /// Show volumes as JSON: name, driver, mountpoint, creation time, labels, the mounts using it.
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove volumes; refused for a volume a live mount uses.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove every volume no live mount uses.
+    Prune {
+        /// Accepted for Docker compatibility: strata never prompts.
+        #[arg(short, long)]
+        force: bool,
+        /// label=KEY[=VALUE], name=..., as for ls.
+        #[arg(long = "filter", value_name = "FILTER")]
+        filters: Vec<String>,
+    },
 }
 
 #[derive(Args)]
@@ -43,6 +99,20 @@ struct MountArgs {
     /// Write the daemon's log (RUST_LOG=strata=info shows copy-ups, whiteouts and redirects).
     #[arg(long, value_name = "FILE")]
     log: Option<PathBuf>,
+    /// Graft a host directory or file at DST: SRC:DST[:ro] (repeatable).
+    #[arg(long = "bind", value_name = "SRC:DST[:ro]")]
+    binds: Vec<String>,
+    /// Graft a volume at DST: NAME:DST[:ro|:nocopy], or DST for a new anonymous volume; a new
+    /// empty volume is first filled with what the image has at DST (repeatable).
+    #[arg(short = 'v', long = "volume", value_name = "NAME:DST[:OPTS]")]
+    volumes: Vec<String>,
+    /// Docker's long form: type=bind|volume|tmpfs,source=..,target=..[,readonly]
+    /// [,volume-nocopy][,tmpfs-size=..][,tmpfs-mode=..] (repeatable).
+    #[arg(long = "mount", value_name = "SPEC")]
+    mounts: Vec<String>,
+    /// An in-memory directory at DST, gone at unmount: DST[:size=..,mode=..] (repeatable).
+    #[arg(long = "tmpfs", value_name = "DST[:OPTS]")]
+    tmpfs: Vec<String>,
     /// [SOURCE] MOUNTPOINT (SOURCE names the mount, as with mount(8)).
     #[arg(num_args = 1..=2, required = true, value_name = "MOUNTPOINT")]
     paths: Vec<String>,
@@ -54,10 +124,31 @@ struct MountArgs {
 #[command(name = "strata", version)]
 struct Compat {
     #[command(flatten)]
+    root: RootArg,
+    #[command(flatten)]
     args: MountArgs,
 }
 
-fn mount(a: MountArgs) -> anyhow::Result<()> {
+fn grafts(a: &MountArgs) -> anyhow::Result<Vec<volume::spec::Graft>> {
+    use volume::spec;
+    let mut out = Vec::new();
+    for s in &a.binds {
+        out.push(spec::bind(s)?);
+    }
+    for s in &a.volumes {
+        out.push(spec::volume(s)?);
+    }
+    for s in &a.mounts {
+        out.push(spec::mount(s)?);
+    }
+    for s in &a.tmpfs {
+        out.push(spec::tmpfs(s)?);
+    }
+    spec::order(out)
+}
+
+fn mount(a: MountArgs, root: RootArg) -> anyhow::Result<()> {
+    let grafts = grafts(&a)?;
     let (source, mountpoint) = match a.paths.as_slice() {
         [mp] => (None, PathBuf::from(mp)),
         [src, mp] => (Some(src.clone()), PathBuf::from(mp)),
@@ -72,6 +163,8 @@ fn mount(a: MountArgs) -> anyhow::Result<()> {
         mountpoint,
         foreground: a.foreground || a.debug,
         log: a.log,
+        grafts,
+        root: root.root,
     })
 }
 
@@ -94,6 +187,17 @@ fn umount_helper(args: &[String]) -> anyhow::Result<()> {
     cli::mount::umount_helper(&mp, lazy)
 }
 
+fn volume_cmd(root: &state::Root, v: VolumeCmd) -> anyhow::Result<()> {
+    use cli::volume;
+    match v {
+        VolumeCmd::Create { name, labels } => volume::create(root, name.as_deref(), &labels),
+        VolumeCmd::Ls { quiet, filters } => volume::ls(root, quiet, &filters),
+        VolumeCmd::Inspect { names } => volume::inspect(root, &names),
+        VolumeCmd::Rm { names } => volume::rm(root, &names),
+        VolumeCmd::Prune { force: _, filters } => volume::prune(root, &filters),
+    }
+}
+
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
     let prog = argv
@@ -110,15 +214,28 @@ fn main() {
     let first = argv.get(1).map(String::as_str).unwrap_or("");
     let is_verb = matches!(
         first,
-        "mount" | "umount" | "help" | "--help" | "-h" | "--version" | "-V" | ""
+        "mount"
+            | "umount"
+            | "volume"
+            | "--root"
+            | "help"
+            | "--help"
+            | "-h"
+            | "--version"
+            | "-V"
+            | ""
     );
     let result = if is_verb {
-        match Cli::parse().cmd {
-            Cmd::Mount(a) => mount(a),
+        let cli = Cli::parse();
+        let root = state::Root::locate(cli.root.root.clone());
+        match cli.cmd {
+            Cmd::Mount(a) => mount(a, cli.root),
             Cmd::Umount { mountpoint } => cli::mount::umount(&mountpoint),
+            Cmd::Volume(v) => volume_cmd(&root, v),
         }
     } else {
-        mount(Compat::parse().args)
+        let c = Compat::parse();
+        mount(c.args, c.root)
     };
     if let Err(e) = result {
         // One line: the whole context chain.

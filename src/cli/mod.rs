@@ -1,4 +1,5 @@
-//! One file per verb group. Later verb groups (run, exec, volume, image, ...) go beside these.
+//! One file per verb group. Later verb groups (run, exec, image, ...) go beside these.
 
 pub mod mount;
 pub mod options;
+pub mod volume;

@@ -19,9 +19,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use super::options::{self, MountOptions};
 use crate::fuse::StrataFs;
 use crate::inode::InodeTable;
+use crate::state::Root;
 use crate::union::graft::Tree;
 use crate::union::layer::{Layer, XattrNs};
 use crate::union::{self, Union};
+use crate::volume::spec::Graft;
 
 /// libmount's record of userspace mount options (/run/mount/utab). strata adds `helper=strata`
 /// to its mounts there, so that util-linux's umount runs /sbin/umount.strata, which waits for
@@ -116,6 +118,10 @@ pub struct MountRequest {
     pub mountpoint: PathBuf,
     pub foreground: bool,
     pub log: Option<PathBuf>,
+    /// Binds, volumes and tmpfs to join into the tree, outer ones first.
+    pub grafts: Vec<Graft>,
+    /// The state root given on the command line (volumes live there).
+    pub root: Option<PathBuf>,
 }
 
 /// Canonical, checked paths of a mount.
@@ -125,6 +131,8 @@ struct Layout {
     upper: Option<PathBuf>,
     work: Option<PathBuf>,
     mountpoint: PathBuf,
+    grafts: Vec<Graft>,
+    root: Root,
 }
 
 fn canonical_dir(what: &str, p: &Path) -> Result<PathBuf> {
@@ -237,12 +245,15 @@ fn check(req: &MountRequest) -> Result<Layout> {
             mountpoint.display()
         );
     }
+    crate::volume::check(&req.grafts)?;
     Ok(Layout {
         opts,
         lowers,
         upper,
         work,
         mountpoint,
+        grafts: req.grafts.clone(),
+        root: Root::locate(req.root.clone()),
     })
 }
 
@@ -460,16 +471,28 @@ fn serve(layout: &Layout, source: Option<&str>, notify: Option<&OwnedFd>) -> Res
             .clamp(2, 8),
     );
     config.clone_fd = true;
-    let tree = Arc::new(Tree::new(fs.clone()));
-    let fsys = StrataFs::new(tree);
-    let session = if root {
-        let dev = mount_direct(&layout.mountpoint, &fsname, o, read_only, allow_other)?;
+    let mut tree = Tree::new(fs.clone());
+    // Grafts are joined in before the mount goes live; from here on, what they hold (volumes
+    // in use, tmpfs) is released on every way out.
+    let mut attached =
+        crate::volume::attach(&mut tree, &layout.grafts, &layout.root, &layout.mountpoint)?;
+    let fsys = StrataFs::new(Arc::new(tree));
+    let session = (|| {
+        let dev = if root {
+            mount_direct(&layout.mountpoint, &fsname, o, read_only, allow_other)?
+        } else {
+            mount_fusermount(&layout.mountpoint, &fsname, o, read_only)?
+        };
         fuser::Session::from_fd(fsys, dev, config.acl, config)
-    } else {
-        let dev = mount_fusermount(&layout.mountpoint, &fsname, o, read_only)?;
-        fuser::Session::from_fd(fsys, dev, config.acl, config)
-    }
-    .map_err(|e| anyhow!("cannot mount on {}: {e}", layout.mountpoint.display()))?;
+            .map_err(|e| anyhow!("cannot mount on {}: {e}", layout.mountpoint.display()))
+    })();
+    let session = match session {
+        Ok(s) => s,
+        Err(e) => {
+            attached.release();
+            return Err(e);
+        }
+    };
     let pidfile = pid_file(&layout.mountpoint);
     if let Some(p) = &pidfile {
         let _ = fs::write(p, std::process::id().to_string());
@@ -506,6 +529,7 @@ fn serve(layout: &Layout, source: Option<&str>, notify: Option<&OwnedFd>) -> Res
     // unmount the filesystem they live on. The inode table's log is synced, and RocksDB
     // recovers from its log, so the process ends here without an orderly teardown.
     fs.flush_table();
+    attached.release();
     if let Some(p) = &pidfile {
         let _ = fs::remove_file(p);
     }

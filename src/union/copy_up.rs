@@ -133,6 +133,8 @@ impl Union {
                 Err(libc::EPERM) | Err(libc::EINVAL) if self.opts.xattr_permissions => {
                     refused = true
                 }
+                // An unprivileged graft: what the host lets its owner do is what it gets.
+                Err(libc::EPERM) if self.opts.plain && sys::geteuid() != 0 => {}
                 Err(e) => return Err(e),
             }
         }
@@ -183,6 +185,11 @@ pub fn kind_name(kind: u32) -> &'static str {
     }
 }
 
+/// The message of errno `e`, without Rust's " (os error N)" suffix.
 pub fn errstr(e: i32) -> String {
-    std::io::Error::from_raw_os_error(e).to_string()
+    let s = std::io::Error::from_raw_os_error(e).to_string();
+    match s.rfind(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
 }

@@ -273,8 +273,9 @@ impl Union {
         match (&found.upper, has_lower) {
             (Some(_), true) => self.whiteout(ufd, name, true, is_dir)?,
             (Some(_), false) => {
-                if is_dir {
-                    // An upper-only directory may still hold whiteouts of its own.
+                if is_dir && !self.opts.plain {
+                    // An upper-only directory may still hold whiteouts of its own (a plain
+                    // tree's directory is empty when it looks empty).
                     self.discard(ufd, name)?;
                 } else {
                     sys::unlinkat(ufd, name, false)?;
@@ -424,7 +425,9 @@ impl Union {
             let mut target_wh_file = false;
             let mut target_wh_dev = false;
             match self.probe(nfd, newname)? {
-                Probe::Entry(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
+                Probe::Entry(st)
+                    if st.st_mode & libc::S_IFMT == libc::S_IFDIR && !self.opts.plain =>
+                {
                     self.discard(nfd, newname)?;
                 }
                 Probe::Entry(st) => {

@@ -85,7 +85,7 @@ impl Tree {
     }
 
     fn mount_at(&self, parent: u64, name: &OsStr) -> Option<usize> {
-        if !self.parents.contains(&parent) {
+        if self.parents.is_empty() || !self.parents.contains(&parent) {
             return None;
         }
         self.mounts.get(&(parent, name.to_os_string())).copied()

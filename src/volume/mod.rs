@@ -1,0 +1,324 @@
+//! Volumes and bind mounts: the graft table of a mount (which path is served from where) and
+//! the volume store behind named and anonymous volumes.
+//!
+//! Grafts are set up before the mount goes live: each target is resolved in the merged tree
+//! (through symlinks, never out of it), a missing one is created in the upper as an empty
+//! directory (or file, for a single-file bind) that shows in the upper and nothing more, a new
+//! empty volume is filled from the image, and each source is joined in as a part of the tree
+//! (see union::graft).
+
+pub mod fill;
+pub mod spec;
+pub mod store;
+pub mod tmpfs;
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::inode::InodeTable;
+use crate::state::Root;
+use crate::sys;
+use crate::union::copy_up::errstr;
+use crate::union::dir::{Caller, NewEntry};
+use crate::union::graft::Tree;
+use crate::union::layer::{Layer, XattrNs};
+use crate::union::{self, Union};
+use spec::{Graft, Source};
+use store::Store;
+use tmpfs::Tmpfs;
+
+/// Checks that need nothing but the command line and the host: run before the daemon starts.
+pub fn check(grafts: &[Graft]) -> Result<()> {
+    for g in grafts {
+        if let Source::Bind(src) = &g.source {
+            if let Err(e) = fs::metadata(src) {
+                let why = match e.kind() {
+                    std::io::ErrorKind::NotFound => "does not exist".to_string(),
+                    _ => e.to_string(),
+                };
+                bail!("{}: bind source {} {why}", g.given, src.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a mount holds for its grafts while it serves them.
+#[derive(Default)]
+pub struct Attached {
+    root: Option<PathBuf>,
+    volumes: Vec<String>,
+    tmpfs: Vec<Tmpfs>,
+}
+
+impl Attached {
+    /// Let go: the volumes are no longer used by this mount, tmpfs stand-ins are removed.
+    pub fn release(&mut self) {
+        for t in self.tmpfs.drain(..) {
+            t.remove();
+        }
+        if self.volumes.is_empty() {
+            return;
+        }
+        let root = Root::locate(self.root.clone());
+        match Store::open(&root) {
+            Ok(s) => {
+                for v in self.volumes.drain(..) {
+                    if let Err(e) = s.remove_user(&v) {
+                        log::warn!("volume {v}: {e:#}");
+                    }
+                }
+            }
+            Err(e) => log::warn!("volume store: {e:#}"),
+        }
+    }
+}
+
+fn caller() -> Caller {
+    Caller {
+        uid: sys::geteuid(),
+        gid: unsafe { libc::getegid() },
+    }
+}
+
+fn is_dir(st: &libc::stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFDIR
+}
+
+/// A graft's source, opened.
+struct Opened {
+    layer: Layer,
+    /// For a single-file graft, its name in `layer` (the source's directory).
+    file: Option<OsString>,
+    what: String,
+}
+
+/// Join `grafts` (in spec::order) into `tree`, for the mount at `mountpoint`.
+pub fn attach(
+    tree: &mut Tree,
+    grafts: &[Graft],
+    root: &Root,
+    mountpoint: &Path,
+) -> Result<Attached> {
+    let mut held = Attached {
+        root: Some(root.path.clone()),
+        ..Default::default()
+    };
+    match attach_all(tree, grafts, root, mountpoint, &mut held) {
+        Ok(()) => Ok(held),
+        Err(e) => {
+            held.release();
+            Err(e)
+        }
+    }
+}
+
+fn attach_all(
+    tree: &mut Tree,
+    grafts: &[Graft],
+    root: &Root,
+    mountpoint: &Path,
+    held: &mut Attached,
+) -> Result<()> {
+    // Nothing is written before every target has been checked against the image.
+    let image = Tree::new(tree.union().clone());
+    for (i, g) in grafts.iter().enumerate() {
+        if grafts[..i].iter().any(|o| g.target.starts_with(&o.target)) {
+            continue; // inside another graft: checked when that one is in place
+        }
+        match image.resolve(&g.target, None) {
+            Ok((p, name)) => match image.lookup(p, &name) {
+                Ok((_, st)) => fits(g, &st, is_file_source(g))?,
+                Err(libc::ENOENT) => {}
+                Err(e) => bail!("{}: target {}: {}", g.given, g.target.display(), errstr(e)),
+            },
+            Err(libc::ENOENT) => {}
+            Err(e) => bail!("{}: target {}: {}", g.given, g.target.display(), errstr(e)),
+        }
+    }
+    let store = if grafts.iter().any(|g| matches!(g.source, Source::Volume(_))) {
+        Some(Store::open(root)?)
+    } else {
+        None
+    };
+    if grafts
+        .iter()
+        .any(|g| matches!(g.source, Source::Tmpfs { .. }))
+    {
+        tmpfs::remove_stale();
+    }
+    for (i, g) in grafts.iter().enumerate() {
+        let opened = match &g.source {
+            Source::Bind(src) => open_bind(g, src)?,
+            Source::Volume(name) => {
+                let s = store
+                    .as_ref()
+                    .expect("store is open when volumes are grafted");
+                open_volume(s, &image, g, name.as_deref(), mountpoint, held)?
+            }
+            Source::Tmpfs { size, mode } => {
+                let t = Tmpfs::new(*size, *mode, i).with_context(|| g.given.clone())?;
+                let layer = Layer {
+                    path: t.layer.path.clone(),
+                    root: t.layer.root.try_clone()?,
+                };
+                held.tmpfs.push(t);
+                Opened {
+                    layer,
+                    file: None,
+                    what: "tmpfs".into(),
+                }
+            }
+        };
+        let (parent, name) = mountpoint_of(tree, g, opened.file.is_some())?;
+        let fs = Union::new(
+            Some(opened.layer),
+            Vec::new(),
+            None,
+            InodeTable::in_memory(),
+            union::Options {
+                redirect_dir: false,
+                read_only: g.read_only,
+                xattr_ns: XattrNs::User,
+                kernel_whiteouts: false,
+                xattr_permissions: false,
+                plain: true,
+                id_base: tree.next_id_base(),
+            },
+        )
+        .map_err(|e| anyhow!("{}: {}", g.given, errstr(e)))?;
+        tree.graft(parent, &name, Arc::new(fs), opened.file)
+            .map_err(|e| anyhow!("{}: {}", g.given, errstr(e)))?;
+        log::info!(
+            "graft {}: {}{}",
+            g.target.display(),
+            opened.what,
+            if g.read_only { " (read-only)" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+fn is_file_source(g: &Graft) -> bool {
+    match &g.source {
+        Source::Bind(p) => fs::metadata(p).map(|m| !m.is_dir()).unwrap_or(false),
+        _ => false,
+    }
+}
+
+/// Can graft `g` stand on an existing entry `st`?
+fn fits(g: &Graft, st: &libc::stat, file_source: bool) -> Result<()> {
+    match (is_dir(st), file_source) {
+        (true, true) => bail!(
+            "{}: cannot mount a file onto the directory {}",
+            g.given,
+            g.target.display()
+        ),
+        (false, false) => bail!(
+            "{}: cannot mount a directory onto {}, which is not a directory",
+            g.given,
+            g.target.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
+fn open_bind(g: &Graft, src: &Path) -> Result<Opened> {
+    let src = src
+        .canonicalize()
+        .with_context(|| format!("{}: bind source {}", g.given, src.display()))?;
+    let open = |p: &Path| Layer::open(p).with_context(|| format!("{}: {}", g.given, p.display()));
+    if src.is_dir() {
+        return Ok(Opened {
+            layer: open(&src)?,
+            file: None,
+            what: format!("bind {}", src.display()),
+        });
+    }
+    let dir = src.parent().unwrap_or(Path::new("/"));
+    Ok(Opened {
+        layer: open(dir)?,
+        file: Some(src.file_name().unwrap_or_default().to_os_string()),
+        what: format!("bind {} (file)", src.display()),
+    })
+}
+
+fn open_volume(
+    s: &Store,
+    image: &Tree,
+    g: &Graft,
+    name: Option<&str>,
+    mountpoint: &Path,
+    held: &mut Attached,
+) -> Result<Opened> {
+    let (mut v, new) = s
+        .create(name, Default::default())
+        .with_context(|| g.given.clone())?;
+    if name.is_none() && new {
+        s.mark_anonymous(&mut v)?;
+    }
+    let data = s.data(&v.name);
+    fs::create_dir_all(&data).with_context(|| format!("volume {}", data.display()))?;
+    let empty = fs::read_dir(&data)
+        .with_context(|| format!("volume {}", data.display()))?
+        .next()
+        .is_none();
+    let mut what = format!("volume {}", v.name);
+    // Docker's copy-on-first-mount: only a volume nobody uses yet, and only while it is empty.
+    if !g.nocopy && empty && s.users(&v.name)?.is_empty() {
+        if let Some(src) = image_dir(image, &g.target) {
+            let n = fill::fill(image.union(), src, &data).with_context(|| g.given.clone())?;
+            log::info!(
+                "volume {}: filled from the image's {} ({n} entries)",
+                v.name,
+                g.target.display()
+            );
+            what.push_str(&format!(", filled with {n} entries from the image"));
+        }
+    }
+    s.add_user(&v.name, mountpoint)?;
+    held.volumes.push(v.name.clone());
+    Ok(Opened {
+        layer: Layer::open(&data).with_context(|| format!("volume {}", data.display()))?,
+        file: None,
+        what,
+    })
+}
+
+/// The image's directory at `target`, if it has one.
+fn image_dir(image: &Tree, target: &Path) -> Option<u64> {
+    let (p, name) = image.resolve(target, None).ok()?;
+    let (id, st) = image.lookup(p, &name).ok()?;
+    is_dir(&st).then_some(id)
+}
+
+/// The (parent, name) a graft stands at, made if missing: directories on the way, and the
+/// mountpoint itself, an empty directory (or file, for a single-file graft).
+fn mountpoint_of(tree: &Tree, g: &Graft, file: bool) -> Result<(u64, OsString)> {
+    let who = caller();
+    let ctx = |e: i32| anyhow!("{}: target {}: {}", g.given, g.target.display(), errstr(e));
+    let (parent, name) = tree.resolve(&g.target, Some(who)).map_err(ctx)?;
+    match tree.lookup(parent, &name) {
+        Ok((_, st)) => fits(g, &st, file)?,
+        Err(libc::ENOENT) => {
+            let (what, mode) = if file {
+                (
+                    NewEntry::File {
+                        flags: libc::O_WRONLY,
+                    },
+                    0o644,
+                )
+            } else {
+                (NewEntry::Dir, 0o755)
+            };
+            let (_, fs, local) = tree.route(parent);
+            fs.make_entry(local, &name, what, mode, who).map_err(ctx)?;
+        }
+        Err(e) => return Err(ctx(e)),
+    }
+    Ok((parent, name))
+}
