@@ -120,6 +120,65 @@ fn reads_and_writes_in_a_bind_go_to_the_source_never_to_the_upper() {
 }
 
 #[test]
+fn the_root_of_a_bind_is_the_source_directory() {
+    let b = image();
+    let src = b.host_dir("src");
+    src.file("x", "x")
+        .mode("", 0o750)
+        .owner("", 4321, 8765)
+        .xattr("", "user.host", b"h");
+    let m = b.arg("--bind").arg(spec(&src.root, "/data")).mount();
+    let srcp = src.root.clone();
+    m.run(move |c| {
+        let (st, host) = (lstat(c.p("data")), lstat(&srcp));
+        assert_eq!(
+            (st.mode() & 0o7777, st.uid(), st.gid()),
+            (0o750, 4321, 8765),
+            "stat of the bind's root shows something else than the source directory"
+        );
+        assert_eq!(st.mtime(), host.mtime(), "mtime of the bind's root");
+        let mut f = Failures::default();
+        f.case("getxattr", || {
+            assert_eq!(
+                lgetxattr(&c.p("data"), "user.host").map_err(|e| e.to_string()),
+                Ok(b"h".to_vec()),
+                "getxattr user.host on the bind's root"
+            )
+        });
+        f.case("listxattr", || {
+            let l = llistxattr(&c.p("data")).unwrap();
+            assert!(l.contains(&"user.host".to_string()), "listxattr: {l:?}");
+        });
+        f.case("setxattr", || {
+            lsetxattr(&c.p("data"), "user.set", b"s", 0)
+                .unwrap_or_else(|e| panic!("setxattr on the bind's root: {e}"));
+            assert_eq!(
+                lgetxattr(&srcp, "user.set").ok().as_deref(),
+                Some(&b"s"[..])
+            );
+        });
+        f.case("chmod", || {
+            chmod(&c.p("data"), 0o755).unwrap_or_else(|e| panic!("chmod the bind's root: {e}"));
+            assert_eq!(
+                lstat(&srcp).mode() & 0o7777,
+                0o755,
+                "chmod did not reach the host"
+            );
+        });
+        f.case("host chmod", || {
+            chmod(&srcp, 0o700).unwrap();
+            assert_eq!(
+                lstat(c.p("data")).mode() & 0o7777,
+                0o700,
+                "stale mode of the root"
+            );
+        });
+        f.check();
+    });
+    assert!(!exists(m.u("data/x")));
+}
+
+#[test]
 fn host_side_changes_in_a_bind_are_visible_at_once() {
     let b = image();
     let src = b.host_dir("src");

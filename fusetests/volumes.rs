@@ -195,15 +195,20 @@ fn the_root_flag_before_and_after_the_verb() {
 fn invalid_volume_names_are_refused() {
     let m = Builder::new(1).prepare();
     m.volume_ok(&["create", "existing"]);
-    let before = host_snapshot(&m.base);
+    // What a user would see change: a volume, or a directory anywhere beside the layers (the
+    // store's own records under ROOT may be rewritten by any verb).
+    let volumes_before = host_snapshot(&m.root.join("volumes"));
+    let (base_before, root_before) = (names(&m.base), names(&m.root));
     for bad in ["a/b", "..", "../escape", "/abs"] {
         let out = m.volume(&["create", bad]);
         assert_one_line_error(&out, &[], &format!("volume create {bad:?}"));
         assert_snapshot_unchanged(
-            &before,
-            &m.base,
-            &format!("the fixture after create {bad:?}"),
+            &volumes_before,
+            &m.root.join("volumes"),
+            &format!("ROOT/volumes after create {bad:?}"),
         );
+        assert_eq!(names(&m.base), base_before, "after create {bad:?}");
+        assert_eq!(names(&m.root), root_before, "after create {bad:?}");
     }
     assert!(!exists(m.base.join("escape")) && !exists(m.root.join("escape")));
     assert_eq!(ls_q(&m, &[]), set(&["existing"]));
@@ -704,9 +709,17 @@ fn kill_9_loses_nothing_fsynced_to_a_volume() {
     );
     assert_eq!(ls_table(&m, &[]), set(&["durable"]));
     let out = m.volume(&["rm", "durable"]);
+    let state = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit(')').next().and_then(|r| r.trim().chars().next()));
     assert!(
         out.ok(),
-        "a dead mount still holds the volume:\n{}",
+        "a dead mount still holds the volume (daemon {pid} state: {}):\n{}",
+        match state {
+            Some('Z') => "zombie, killed but not reaped by its parent".to_string(),
+            Some(c) => format!("{c}"),
+            None => "gone".to_string(),
+        },
         out.describe()
     );
     assert!(!exists(m.root.join("volumes/durable")));
