@@ -163,6 +163,9 @@ fn create_prints_the_name_and_ls_lists_it() {
     assert_eq!(ls_table(&m, &[]), all);
     assert_eq!(ls_q(&m, &[]), all);
     assert_eq!(volume_dirs(&m.root), all);
+    m.volume_ok(&["rm", &anon, &anon2]);
+    assert_eq!(ls_q(&m, &[]), set(&["alpha"]), "volume rm with two names");
+    assert_eq!(volume_dirs(&m.root), set(&["alpha"]));
 }
 
 #[test]
