@@ -1223,6 +1223,8 @@ pub struct Builder {
     opts: Vec<String>,
     log: Option<PathBuf>,
     env: Vec<(String, String)>,
+    args: Vec<OsString>,
+    root: PathBuf,
 }
 
 impl Builder {
@@ -1244,6 +1246,8 @@ impl Builder {
         for d in [&upper, &work, &mnt] {
             fs::create_dir(d).unwrap();
         }
+        // Never the system-wide /var/lib/strata: each fixture has its own state root.
+        let root = base.join("root");
         Builder {
             tmp,
             base,
@@ -1253,8 +1257,64 @@ impl Builder {
             mnt,
             opts: vec![],
             log: None,
-            env: vec![],
+            env: vec![("STRATA_ROOT".into(), root.display().to_string())],
+            args: vec![],
+            root,
         }
+    }
+
+    /// An extra `strata mount` argument, e.g. `.arg("--bind").arg("/src:/dst")`.
+    pub fn arg(mut self, a: impl AsRef<OsStr>) -> Self {
+        self.args.push(a.as_ref().to_os_string());
+        self
+    }
+
+    /// Extra `strata mount` arguments.
+    pub fn args<S: AsRef<OsStr>>(mut self, a: &[S]) -> Self {
+        self.args
+            .extend(a.iter().map(|x| x.as_ref().to_os_string()));
+        self
+    }
+
+    /// Use another fixture's state root (`STRATA_ROOT`), e.g. to share its volumes.
+    pub fn state_root(mut self, root: &Path) -> Self {
+        self.root = root.to_path_buf();
+        self.env.retain(|(k, _)| k != "STRATA_ROOT");
+        self.env
+            .push(("STRATA_ROOT".into(), root.display().to_string()));
+        self
+    }
+
+    /// The state root this fixture's strata commands use (`BASE/root` unless
+    /// [`Builder::state_root`] was called).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A host directory `BASE/NAME` (created) outside the layers, e.g. a bind source.
+    pub fn host_dir(&self, name: &str) -> Layer {
+        let p = self.base.join(name);
+        fs::create_dir_all(&p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()));
+        Layer::new(p)
+    }
+
+    /// Make the fixture usable by [`TEST_USER`]: the base dir world-searchable, and the
+    /// layers, upper, work, mnt and the state root (created here) owned by the user.
+    pub fn owned_by_test_user(self) -> Self {
+        let (uid, gid) = ensure_test_user();
+        chmod(&self.base, 0o755).unwrap();
+        fs::create_dir_all(&self.root).unwrap();
+        let mut dirs: Vec<&PathBuf> = self.lowers.iter().collect();
+        dirs.extend(self.upper.iter());
+        dirs.extend(self.work.iter());
+        dirs.push(&self.mnt);
+        dirs.push(&self.root);
+        for d in dirs {
+            for (rel, _) in tree(d) {
+                lchown(&join(d, &rel), uid, gid).unwrap();
+            }
+        }
+        self
     }
 
     pub fn base(&self) -> &Path {
@@ -1319,6 +1379,8 @@ impl Builder {
             opts: self.opts,
             log,
             env,
+            args: self.args,
+            root: self.root,
             mounted: false,
             conn: None,
             n_mounts: 0,
@@ -1344,6 +1406,10 @@ pub struct Mount {
     pub opts: Vec<String>,
     pub log: Option<PathBuf>,
     pub env: Vec<(String, String)>,
+    /// Extra `strata mount` arguments (grafts); change them before a remount.
+    pub args: Vec<OsString>,
+    /// The state root (`STRATA_ROOT`) of every strata command of this fixture.
+    pub root: PathBuf,
     mounted: bool,
     conn: Option<u32>,
     n_mounts: u32,
@@ -1420,16 +1486,40 @@ impl Mount {
         c
     }
 
-    /// `strata mount [--log F] -o OPTS MNT`; panics with stderr unless it returns 0 with a live mount.
-    pub fn mount_now(&mut self) {
-        assert!(!self.mounted, "already mounted");
-        self.n_mounts += 1;
+    /// `strata mount [--log F] [ARGS] -o OPTS MNT`.
+    pub fn mount_cmd(&self) -> Command {
         let mut cmd = self.strata_cmd();
         cmd.arg("mount");
         if let Some(l) = &self.log {
             cmd.arg("--log").arg(l);
         }
+        cmd.args(&self.args);
         cmd.arg("-o").arg(self.option_string()).arg(&self.mnt);
+        cmd
+    }
+
+    /// Run `strata mount` and return its output whether it worked or not; a live mount is
+    /// recorded so that Drop unmounts it.
+    pub fn try_mount_now(&mut self) -> CmdOut {
+        assert!(!self.mounted, "already mounted");
+        self.n_mounts += 1;
+        let mut cmd = self.mount_cmd();
+        let out = try_run_cmd(&mut cmd, CMD_TIMEOUT).unwrap_or_else(|e| {
+            force_unmount(&self.mnt, None);
+            panic!("strata mount hung: {e}")
+        });
+        if fuse_mounted(&self.mnt) {
+            self.adopt_mount();
+        }
+        out
+    }
+
+    /// `strata mount [--log F] [ARGS] -o OPTS MNT`; panics with stderr unless it returns 0 with a
+    /// live mount.
+    pub fn mount_now(&mut self) {
+        assert!(!self.mounted, "already mounted");
+        self.n_mounts += 1;
+        let mut cmd = self.mount_cmd();
         let desc = format!("{cmd:?}");
         let out = try_run_cmd(&mut cmd, CMD_TIMEOUT).unwrap_or_else(|e| {
             force_unmount(&self.mnt, None);
@@ -1501,6 +1591,37 @@ impl Mount {
     pub fn remount(&mut self) {
         self.unmount();
         self.mount_now();
+    }
+
+    /// `strata volume ARGS` with this fixture's state root; any exit status.
+    pub fn volume<S: AsRef<OsStr>>(&self, args: &[S]) -> CmdOut {
+        let mut cmd = self.strata_cmd();
+        cmd.arg("volume").args(args);
+        run_cmd(&mut cmd, CMD_TIMEOUT)
+    }
+
+    /// `strata volume ARGS` that must exit 0.
+    pub fn volume_ok<S: AsRef<OsStr>>(&self, args: &[S]) -> CmdOut {
+        let mut cmd = self.strata_cmd();
+        cmd.arg("volume").args(args);
+        run_ok(&mut cmd)
+    }
+
+    /// `ROOT/volumes/NAME/_data`: where a volume's data lives on the host.
+    pub fn volume_data(&self, name: &str) -> PathBuf {
+        volume_data(&self.root, name)
+    }
+
+    /// The pid of the one strata daemon serving this mount.
+    pub fn daemon_pid(&self) -> i32 {
+        let pids = strata_pids(&self.mnt);
+        assert_eq!(
+            pids.len(),
+            1,
+            "expected exactly one strata daemon serving {}, found {pids:?}",
+            self.mnt.display()
+        );
+        pids[0]
     }
 
     /// Daemon log (when mounted with --log), "" if none.
@@ -1632,4 +1753,227 @@ pub fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
 
 pub fn os(s: &str) -> OsString {
     OsString::from(s)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Grafts and volumes
+// ---------------------------------------------------------------------------------------------
+
+/// `ROOT/volumes/NAME/_data`: where a volume's data lives on the host.
+pub fn volume_data(root: &Path, name: &str) -> PathBuf {
+    root.join("volumes").join(name).join("_data")
+}
+
+/// A graft spec `SRC:REST` for --bind / -v, e.g. `spec(&src, "/data:ro")`.
+pub fn spec(src: &Path, rest: &str) -> String {
+    format!("{}:{rest}", src.display())
+}
+
+/// Names of the volumes that exist on disk under `ROOT/volumes` (empty if none yet).
+pub fn volume_dirs(root: &Path) -> BTreeSet<String> {
+    match fs::read_dir(root.join("volumes")) {
+        Ok(rd) => rd
+            .flatten()
+            .filter(|e| e.path().join("_data").is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => BTreeSet::new(),
+    }
+}
+
+/// A 64-hex-digit name (anonymous volumes, `volume create` without a name).
+pub fn is_hex64(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The VOLUME NAME column of `strata volume ls` (checks the header and the DRIVER column).
+pub fn parse_volume_table(stdout: &str) -> BTreeSet<String> {
+    let mut lines = stdout.lines().filter(|l| !l.trim().is_empty());
+    let header = lines
+        .next()
+        .unwrap_or_else(|| panic!("volume ls printed nothing (no header):\n{stdout}"));
+    assert_eq!(
+        header.split_whitespace().collect::<Vec<_>>(),
+        ["DRIVER", "VOLUME", "NAME"],
+        "volume ls header is not `DRIVER    VOLUME NAME`:\n{stdout}"
+    );
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert!(
+                f.len() == 2 && f[0] == "local",
+                "volume ls row is not `local     NAME`: {l:?}\n{stdout}"
+            );
+            f[1].to_string()
+        })
+        .collect()
+}
+
+/// The lines of `strata volume ls -q` (names only).
+pub fn parse_names(stdout: &str) -> BTreeSet<String> {
+    stdout
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// A command was refused: non-zero exit, exactly one line on stderr, containing every needle,
+/// and no panic.
+pub fn assert_one_line_error(out: &CmdOut, needles: &[&str], what: &str) {
+    assert!(!out.ok(), "{what} was accepted:\n{}", out.describe());
+    let lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "{what}: expected exactly one line on stderr:\n{}",
+        out.describe()
+    );
+    assert!(
+        !lines[0].contains("panicked"),
+        "{what}: strata panicked: {}",
+        lines[0]
+    );
+    for n in needles {
+        assert!(
+            lines[0].contains(n),
+            "{what}: the error line does not name {n:?}: {}",
+            lines[0]
+        );
+    }
+}
+
+/// Every kind of write inside `dir` (a read-only graft seen through the mount) fails with
+/// EROFS. `dir` must hold a regular file `f` (with xattr `user.orig`), and an empty directory
+/// `empty`. Reports every sub-case that did not.
+pub fn assert_every_write_erofs(dir: &Path) {
+    let mut f = Failures::default();
+    let p = |r: &str| dir.join(r);
+    let e = libc::EROFS;
+    f.case("create", || {
+        assert_errno(File::create(p("new")), e, "create")
+    });
+    f.case("open O_WRONLY", || {
+        assert_errno(
+            OpenOptions::new().write(true).open(p("f")),
+            e,
+            "open for write",
+        )
+    });
+    f.case("open O_APPEND", || {
+        assert_errno(
+            OpenOptions::new().append(true).open(p("f")),
+            e,
+            "open for append",
+        )
+    });
+    f.case("mkdir", || {
+        assert_errno(fs::create_dir(p("newdir")), e, "mkdir")
+    });
+    f.case("unlink", || {
+        assert_errno(fs::remove_file(p("f")), e, "unlink")
+    });
+    f.case("rmdir", || {
+        assert_errno(fs::remove_dir(p("empty")), e, "rmdir")
+    });
+    f.case("rename", || {
+        assert_errno(fs::rename(p("f"), p("f2")), e, "rename")
+    });
+    f.case("symlink", || {
+        assert_errno(std::os::unix::fs::symlink("f", p("sl")), e, "symlink")
+    });
+    f.case("link", || {
+        assert_errno(fs::hard_link(p("f"), p("hl")), e, "link")
+    });
+    f.case("truncate", || {
+        let cp = cpath(&p("f"));
+        let r = unsafe { libc::truncate(cp.as_ptr(), 0) };
+        assert_errno(
+            if r < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(())
+            },
+            e,
+            "truncate",
+        )
+    });
+    f.case("chmod", || assert_errno(chmod(&p("f"), 0o600), e, "chmod"));
+    f.case("chown", || assert_errno(lchown(&p("f"), 1, 1), e, "chown"));
+    f.case("utimens", || {
+        assert_errno(lutimens(&p("f"), (1, 0), (1, 0)), e, "utimens")
+    });
+    f.case("setxattr", || {
+        assert_errno(lsetxattr(&p("f"), "user.x", b"1", 0), e, "setxattr")
+    });
+    f.case("removexattr", || {
+        assert_errno(lremovexattr(&p("f"), "user.orig"), e, "removexattr")
+    });
+    f.check();
+}
+
+/// No file or directory name below `root` contains `token`, and no regular file's content does
+/// (for data that must never reach the disk, e.g. a tmpfs graft's).
+pub fn assert_token_nowhere(root: &Path, token: &str) {
+    fn walk(p: &Path, token: &str, hits: &mut Vec<String>) {
+        let Ok(m) = fs::symlink_metadata(p) else {
+            return;
+        };
+        if p.file_name()
+            .is_some_and(|n| n.to_string_lossy().contains(token))
+        {
+            hits.push(format!("name {}", p.display()));
+        }
+        if m.is_file() {
+            if let Ok(b) = fs::read(p) {
+                if b.windows(token.len()).any(|w| w == token.as_bytes()) {
+                    hits.push(format!("content of {}", p.display()));
+                }
+            }
+        } else if m.is_dir() {
+            if let Ok(rd) = fs::read_dir(p) {
+                for e in rd.flatten() {
+                    walk(&e.path(), token, hits);
+                }
+            }
+        }
+    }
+    let mut hits = Vec::new();
+    walk(root, token, &mut hits);
+    assert!(
+        hits.is_empty(),
+        "{token:?} reached the disk below {}:\n{}",
+        root.display(),
+        hits.join("\n")
+    );
+}
+
+/// Run `sh -eu SCRIPT ARGS...` as [`TEST_USER`] (script written to `BASE/run.sh`), with HOME in
+/// the fixture and without RUST_LOG/XDG_RUNTIME_DIR; the command must exit 0 and print DONE.
+pub fn run_script_as_test_user(base: &Path, script: &str, args: &[&OsStr]) -> CmdOut {
+    let path = base.join("run.sh");
+    fs::write(&path, script).unwrap();
+    chmod(&path, 0o755).unwrap();
+    let home = base.join("home");
+    let (uid, gid) = ensure_test_user();
+    fs::create_dir_all(&home).unwrap();
+    lchown(&home, uid, gid).unwrap();
+    let mut argv: Vec<&OsStr> = vec![OsStr::new("/bin/sh"), path.as_os_str()];
+    argv.extend_from_slice(args);
+    let mut cmd = as_test_user(&argv);
+    cmd.env_remove("RUST_LOG")
+        .env("HOME", &home)
+        .env_remove("XDG_RUNTIME_DIR");
+    let out = run_cmd(&mut cmd, Duration::from_secs(120));
+    assert!(
+        out.ok() && out.stdout.contains("DONE"),
+        "the unprivileged script failed:\n{}",
+        out.describe()
+    );
+    out
 }
