@@ -26,6 +26,19 @@ pub fn encode(layer: usize, ino: u64) -> u64 {
     ((layer as u64 + 1) << INO_BITS) | folded
 }
 
+/// A RocksDB database for strata's small records (made if missing): no compression, one
+/// background job, a short info log.
+pub fn open_db(dir: &Path, write_buffer: usize) -> Result<rocksdb::DB, rocksdb::Error> {
+    let mut opts = rocksdb::Options::default();
+    opts.create_if_missing(true);
+    opts.set_compression_type(rocksdb::DBCompressionType::None);
+    opts.set_max_background_jobs(1);
+    opts.set_keep_log_file_num(2);
+    opts.set_max_log_file_size(1 << 20);
+    opts.set_write_buffer_size(write_buffer);
+    rocksdb::DB::open(&opts, dir)
+}
+
 pub struct InodeTable {
     map: DashMap<u64, u64>,
     db: Option<rocksdb::DB>,
@@ -49,14 +62,7 @@ impl InodeTable {
 
     /// Open (or create) the table at `dir` and load it.
     pub fn open(dir: &Path) -> Result<Self> {
-        let mut opts = rocksdb::Options::default();
-        opts.create_if_missing(true);
-        opts.set_compression_type(rocksdb::DBCompressionType::None);
-        opts.set_max_background_jobs(1);
-        opts.set_keep_log_file_num(2);
-        opts.set_max_log_file_size(1 << 20);
-        opts.set_write_buffer_size(4 << 20);
-        let db = rocksdb::DB::open(&opts, dir)
+        let db = open_db(dir, 4 << 20)
             .with_context(|| format!("cannot open the inode table at {}", dir.display()))?;
         let map = DashMap::new();
         for item in db.prefix_iterator(b"u") {

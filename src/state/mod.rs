@@ -7,7 +7,7 @@
 
 use std::fs;
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
@@ -55,20 +55,9 @@ impl Root {
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(std::io::Error::last_os_error()).with_context(what);
         }
-        let db = open_db(&self.path.join("db")).with_context(what)?;
+        let db = crate::inode::open_db(&self.path.join("db"), 1 << 20).with_context(what)?;
         Ok(Locked { db, _lock: lock })
     }
-}
-
-fn open_db(dir: &Path) -> Result<rocksdb::DB> {
-    let mut opts = rocksdb::Options::default();
-    opts.create_if_missing(true);
-    opts.set_compression_type(rocksdb::DBCompressionType::None);
-    opts.set_max_background_jobs(1);
-    opts.set_keep_log_file_num(2);
-    opts.set_max_log_file_size(1 << 20);
-    opts.set_write_buffer_size(1 << 20);
-    Ok(rocksdb::DB::open(&opts, dir)?)
 }
 
 impl Locked {
