@@ -316,7 +316,7 @@ fn a_read_only_bind_refuses_every_write_with_erofs() {
     src.file("f", "f")
         .xattr("f", "user.orig", b"o")
         .dir("empty")
-        .file("sub/g", "g");
+        .file("d/g", "g");
     let host = b.host_dir("host");
     host.file("conf", "host conf");
     let mut m = b
@@ -330,7 +330,7 @@ fn a_read_only_bind_refuses_every_write_with_erofs() {
     m.mount_now();
     m.run(|c| {
         assert_eq!(read(c.p("data/f")), "f");
-        assert_eq!(read(c.p("data/sub/g")), "g");
+        assert_eq!(read(c.p("data/d/g")), "g");
         assert_eq!(lgetxattr(&c.p("data/f"), "user.orig").unwrap(), b"o");
         assert_every_write_erofs(&c.p("data"));
         assert_eq!(read(c.p("etc/conf")), "host conf");
@@ -593,7 +593,10 @@ fn the_mount_flag_forms() {
         l.file("vol/image-file", "image");
     });
     let ro = b.host_dir("ro");
-    ro.file("f", "f").xattr("f", "user.orig", b"o").dir("empty");
+    ro.file("f", "f")
+        .xattr("f", "user.orig", b"o")
+        .dir("empty")
+        .file("d/g", "g");
     let rw = b.host_dir("rw");
     rw.file("r", "r");
     let rw2 = b.host_dir("rw2");
