@@ -3,90 +3,12 @@
 
 mod common;
 use common::*;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::os::unix::fs::DirEntryExt;
 use std::os::unix::fs::MetadataExt;
 
 fn every_write_is_erofs(c: &Ctx) {
-    let mut f = Failures::default();
-    let p = |r: &str| c.p(r);
-    let e = libc::EROFS;
-    f.case("create", || {
-        assert_errno(fs::File::create(p("new")), e, "create")
-    });
-    f.case("open O_WRONLY", || {
-        assert_errno(
-            OpenOptions::new().write(true).open(p("f")),
-            e,
-            "open for write",
-        )
-    });
-    f.case("open O_APPEND", || {
-        assert_errno(
-            OpenOptions::new().append(true).open(p("f")),
-            e,
-            "open for append",
-        )
-    });
-    f.case("open O_TRUNC", || {
-        assert_errno(
-            OpenOptions::new().write(true).truncate(true).open(p("f")),
-            e,
-            "O_TRUNC",
-        )
-    });
-    f.case("mkdir", || {
-        assert_errno(fs::create_dir(p("newdir")), e, "mkdir")
-    });
-    f.case("unlink", || {
-        assert_errno(fs::remove_file(p("f")), e, "unlink")
-    });
-    f.case("rmdir", || {
-        assert_errno(fs::remove_dir(p("empty")), e, "rmdir")
-    });
-    f.case("rename", || {
-        assert_errno(fs::rename(p("f"), p("f2")), e, "rename")
-    });
-    f.case("rename dir", || {
-        assert_errno(fs::rename(p("d"), p("d2")), e, "rename dir")
-    });
-    f.case("chmod", || assert_errno(chmod(&p("f"), 0o600), e, "chmod"));
-    f.case("chown", || assert_errno(lchown(&p("f"), 1, 1), e, "chown"));
-    f.case("utimens", || {
-        assert_errno(lutimens(&p("f"), (1, 0), (1, 0)), e, "utimens")
-    });
-    f.case("truncate", || {
-        let cp = cpath(&p("f"));
-        let r = unsafe { libc::truncate(cp.as_ptr(), 0) };
-        assert_errno(
-            if r < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(())
-            },
-            e,
-            "truncate",
-        )
-    });
-    f.case("setxattr", || {
-        assert_errno(lsetxattr(&p("f"), "user.x", b"1", 0), e, "setxattr")
-    });
-    f.case("removexattr", || {
-        assert_errno(lremovexattr(&p("f"), "user.orig"), e, "removexattr")
-    });
-    f.case("symlink", || {
-        assert_errno(std::os::unix::fs::symlink("f", p("sl")), e, "symlink")
-    });
-    f.case("link", || {
-        assert_errno(fs::hard_link(p("f"), p("hl")), e, "link")
-    });
-    f.case("mkfifo", || {
-        assert_errno(mkfifo(&p("fifo"), 0o644), e, "mkfifo")
-    });
-    f.case("mknod", || {
-        assert_errno(mknod(&p("cdev"), libc::S_IFCHR | 0o644, 1, 3), e, "mknod")
-    });
-    f.check();
+    assert_every_write_erofs(&c.mnt);
     assert_eq!(read(c.p("f")), "f", "the file changed on a read-only mount");
 }
 

@@ -8,8 +8,7 @@ use common::*;
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 
 const MAIN_SCRIPT: &str = r#"
 set -eu
@@ -115,25 +114,8 @@ fn fixture() -> Fx {
 
 /// Run a script as the test user with (strata, base) as arguments.
 fn run_as_user(f: &Fx, script: &str) -> CmdOut {
-    let path = f.base.join("run.sh");
-    fs::write(&path, script).unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
     let strata = strata_bin();
-    let mut cmd = as_test_user(&[
-        Path::new("/bin/sh").as_os_str(),
-        path.as_os_str(),
-        strata.as_os_str(),
-        f.base.as_os_str(),
-    ]);
-    cmd.env_remove("RUST_LOG")
-        .env("HOME", f.base.join("home"))
-        .env_remove("XDG_RUNTIME_DIR");
-    let out = run_cmd(&mut cmd, Duration::from_secs(120));
-    assert!(
-        out.ok() && out.stdout.contains("DONE"),
-        "the unprivileged script failed:\n{}",
-        out.describe()
-    );
+    let out = run_script_as_test_user(&f.base, script, &[strata.as_os_str(), f.base.as_os_str()]);
     assert!(
         !fuse_mounted(&f.base.join("mnt")),
         "still mounted after strata umount"

@@ -1820,8 +1820,8 @@ pub fn parse_names(stdout: &str) -> BTreeSet<String> {
 }
 
 /// A command was refused: non-zero exit, exactly one line on stderr, containing every needle,
-/// and no panic.
-pub fn assert_one_line_error(out: &CmdOut, needles: &[&str], what: &str) {
+/// and no panic. Returns that line.
+pub fn assert_one_line_error<'a>(out: &'a CmdOut, needles: &[&str], what: &str) -> &'a str {
     assert!(!out.ok(), "{what} was accepted:\n{}", out.describe());
     let lines: Vec<&str> = out
         .stderr
@@ -1846,11 +1846,12 @@ pub fn assert_one_line_error(out: &CmdOut, needles: &[&str], what: &str) {
             lines[0]
         );
     }
+    lines[0]
 }
 
-/// Every kind of write inside `dir` (a read-only graft seen through the mount) fails with
-/// EROFS. `dir` must hold a regular file `f` (with xattr `user.orig`), and an empty directory
-/// `empty`. Reports every sub-case that did not.
+/// Every kind of write inside `dir` (a read-only mount, or a read-only graft seen through the
+/// mount) fails with EROFS. `dir` must hold a regular file `f` (with xattr `user.orig`), an
+/// empty directory `empty` and a non-empty directory `d`. Reports every sub-case that did not.
 pub fn assert_every_write_erofs(dir: &Path) {
     let mut f = Failures::default();
     let p = |r: &str| dir.join(r);
@@ -1872,6 +1873,13 @@ pub fn assert_every_write_erofs(dir: &Path) {
             "open for append",
         )
     });
+    f.case("open O_TRUNC", || {
+        assert_errno(
+            OpenOptions::new().write(true).truncate(true).open(p("f")),
+            e,
+            "open O_TRUNC",
+        )
+    });
     f.case("mkdir", || {
         assert_errno(fs::create_dir(p("newdir")), e, "mkdir")
     });
@@ -1884,11 +1892,20 @@ pub fn assert_every_write_erofs(dir: &Path) {
     f.case("rename", || {
         assert_errno(fs::rename(p("f"), p("f2")), e, "rename")
     });
+    f.case("rename dir", || {
+        assert_errno(fs::rename(p("d"), p("d2")), e, "rename dir")
+    });
     f.case("symlink", || {
         assert_errno(std::os::unix::fs::symlink("f", p("sl")), e, "symlink")
     });
     f.case("link", || {
         assert_errno(fs::hard_link(p("f"), p("hl")), e, "link")
+    });
+    f.case("mkfifo", || {
+        assert_errno(mkfifo(&p("fifo"), 0o644), e, "mkfifo")
+    });
+    f.case("mknod", || {
+        assert_errno(mknod(&p("cdev"), libc::S_IFCHR | 0o644, 1, 3), e, "mknod")
     });
     f.case("truncate", || {
         let cp = cpath(&p("f"));
