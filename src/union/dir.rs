@@ -59,7 +59,7 @@ impl Union {
         }
         let _g = self.write_ns();
         let (pst, ppath) = self.resolve(parent)?;
-        if self.find(&pst, &ppath, name)?.is_some() {
+        if self.find_shallow(&pst, &ppath, name)?.is_some() {
             return Err(libc::EEXIST);
         }
         if let NewEntry::Link { id } = what {
@@ -205,14 +205,57 @@ impl Union {
 
     /// Write a whiteout for `name` in upper directory `ufd`, replacing whatever the upper has
     /// there in one rename when whiteouts are devices.
+    /// Put a whiteout at `name` in `dirfd`: in the kernel's format, a char device 0:0; with
+    /// `oci`, the empty file `name` (the caller passes `.wh.NAME`). Like kernel overlayfs, strata
+    /// hard-links one shared whiteout kept in the workdir rather than making a new inode for each
+    /// deletion, which is most of what an unlink would otherwise cost the upper's filesystem.
+    fn make_whiteout(&self, dirfd: i32, name: &OsStr, oci: bool) -> Res<()> {
+        let make = |d: i32, n: &OsStr| {
+            if oci {
+                sys::openat(d, n, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, 0o600).map(drop)
+            } else {
+                sys::mknodat(d, n, libc::S_IFCHR, 0)
+            }
+        };
+        let Ok(work) = self.work_fd() else {
+            return make(dirfd, name);
+        };
+        let shared = OsStr::new(if oci {
+            "#strata-whiteout-file"
+        } else {
+            "#strata-whiteout"
+        });
+        for _ in 0..3 {
+            match sys::linkat(work, shared, dirfd, name) {
+                Ok(()) => return Ok(()),
+                Err(libc::ENOENT) => match make(work, shared) {
+                    Ok(()) | Err(libc::EEXIST) => {}
+                    Err(_) => break,
+                },
+                Err(libc::EMLINK) => {
+                    // Full of links: later whiteouts share a new one; the old links stay.
+                    let tmp = self.tmp_name();
+                    if make(work, &tmp).is_err()
+                        || sys::renameat2(work, &tmp, work, shared, 0).is_err()
+                    {
+                        let _ = sys::unlinkat(work, &tmp, false);
+                        break;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        make(dirfd, name)
+    }
+
     fn whiteout(&self, ufd: i32, name: &OsStr, replace: bool, is_dir: bool) -> Res<()> {
         if self.opts.kernel_whiteouts {
             if !replace {
-                return sys::mknodat(ufd, name, libc::S_IFCHR, 0);
+                return self.make_whiteout(ufd, name, false);
             }
             let work = self.work_fd()?;
             let tmp = self.tmp_name();
-            sys::mknodat(work, &tmp, libc::S_IFCHR, 0)?;
+            self.make_whiteout(work, &tmp, false)?;
             let flags = if is_dir { libc::RENAME_EXCHANGE } else { 0 };
             if let Err(e) = sys::renameat2(work, &tmp, ufd, name, flags) {
                 let _ = sys::unlinkat(work, &tmp, false);
@@ -223,9 +266,10 @@ impl Union {
             }
             Ok(())
         } else {
-            let wh = whiteout_name(name);
-            let fd = sys::openat(ufd, &wh, libc::O_CREAT | libc::O_WRONLY, 0o600)?;
-            drop(fd);
+            match self.make_whiteout(ufd, &whiteout_name(name), true) {
+                Ok(()) | Err(libc::EEXIST) => {}
+                Err(e) => return Err(e),
+            }
             if replace {
                 if is_dir {
                     self.discard(ufd, name)?;
@@ -249,7 +293,7 @@ impl Union {
         self.writable()?;
         let _g = self.write_ns();
         let (pst, ppath) = self.resolve(parent)?;
-        let found = self.find(&pst, &ppath, name)?.ok_or(libc::ENOENT)?;
+        let found = self.find_shallow(&pst, &ppath, name)?.ok_or(libc::ENOENT)?;
         let is_dir = found.kind() == libc::S_IFDIR;
         if rmdir && !is_dir {
             return Err(libc::ENOTDIR);
@@ -337,8 +381,8 @@ impl Union {
         let _g = self.write_ns();
         let (pst, ppath) = self.resolve(parent)?;
         let (npst, nppath) = self.resolve(newparent)?;
-        let src = self.find(&pst, &ppath, name)?.ok_or(libc::ENOENT)?;
-        let dst = self.find(&npst, &nppath, newname)?;
+        let src = self.find_shallow(&pst, &ppath, name)?.ok_or(libc::ENOENT)?;
+        let dst = self.find_shallow(&npst, &nppath, newname)?;
         let src_id = self.ino_of(&src);
         let dst_id = dst.as_ref().map(|d| self.ino_of(d));
         let src_dir = src.kind() == libc::S_IFDIR;
@@ -467,10 +511,10 @@ impl Union {
         if let Some(d) = dst_id {
             self.forget_name(d, newparent, newname);
         }
-        let moved = self.find(&npst, &nppath, newname)?.ok_or(libc::EIO)?;
+        let moved = self.find_shallow(&npst, &nppath, newname)?.ok_or(libc::EIO)?;
         self.remember(newparent, newname, &moved);
         if exchange {
-            if let Some(back) = self.find(&pst, &ppath, name)? {
+            if let Some(back) = self.find_shallow(&pst, &ppath, name)? {
                 self.remember(parent, name, &back);
             }
         }
@@ -494,18 +538,16 @@ impl Union {
             match sys::renameat2(ofd, name, nfd, newname, libc::RENAME_WHITEOUT) {
                 Err(libc::EINVAL) => {
                     sys::renameat2(ofd, name, nfd, newname, 0)?;
-                    return sys::mknodat(ofd, name, libc::S_IFCHR, 0);
+                    return self.make_whiteout(ofd, name, false);
                 }
                 r => return r,
             }
         }
         // The `.wh.` file goes first: a crash in between leaves the entry hidden, not doubled.
-        drop(sys::openat(
-            ofd,
-            &whiteout_name(name),
-            libc::O_CREAT | libc::O_WRONLY,
-            0o600,
-        )?);
+        match self.make_whiteout(ofd, &whiteout_name(name), true) {
+            Ok(()) | Err(libc::EEXIST) => {}
+            Err(e) => return Err(e),
+        }
         sys::renameat2(ofd, name, nfd, newname, 0)
     }
 

@@ -262,8 +262,30 @@ impl Union {
 
     // ---- lookup ----
 
-    /// What directory `pst` (at merged path `ppath`) holds under `name`, in every layer.
+    /// What directory `pst` (at merged path `ppath`) holds under `name`, in every layer, with
+    /// the attributes of the entry shown.
     pub fn find(&self, pst: &NodeState, ppath: &Path, name: &OsStr) -> Res<Option<Found>> {
+        self.find_with(pst, ppath, name, true)
+    }
+
+    /// As `find`, but a lower entry's stat holds only its type and inode number (from the
+    /// directory index, no syscall): enough to decide an unlink, rename or create.
+    pub(crate) fn find_shallow(
+        &self,
+        pst: &NodeState,
+        ppath: &Path,
+        name: &OsStr,
+    ) -> Res<Option<Found>> {
+        self.find_with(pst, ppath, name, false)
+    }
+
+    fn find_with(
+        &self,
+        pst: &NodeState,
+        ppath: &Path,
+        name: &OsStr,
+        attrs: bool,
+    ) -> Res<Option<Found>> {
         if !pst.is_dir() {
             return Err(libc::ENOTDIR);
         }
@@ -295,7 +317,7 @@ impl Union {
         let lowers = if stop {
             Vec::new()
         } else {
-            self.lower_chain(pst, name, upper.is_some(), redirect, 1, true)?
+            self.lower_chain(pst, name, upper.is_some(), redirect, 1, attrs)?
         };
         if upper.is_none() && lowers.is_empty() {
             return Ok(None);
