@@ -511,7 +511,9 @@ impl Union {
         if let Some(d) = dst_id {
             self.forget_name(d, newparent, newname);
         }
-        let moved = self.find_shallow(&npst, &nppath, newname)?.ok_or(libc::EIO)?;
+        let moved = self
+            .find_shallow(&npst, &nppath, newname)?
+            .ok_or(libc::EIO)?;
         self.remember(newparent, newname, &moved);
         if exchange {
             if let Some(back) = self.find_shallow(&pst, &ppath, name)? {

@@ -142,7 +142,7 @@ pub struct Union {
     ns: RwLock<()>,
     tmp_seq: AtomicU64,
     pub(crate) files: DashMap<u64, Arc<file::Handle>>,
-    pub(crate) dirs: DashMap<u64, Arc<Vec<readdir::Entry>>>,
+    pub(crate) dirs: DashMap<u64, Arc<readdir::OpenDir>>,
     lower_dirs: LowerDirs,
     fh_seq: AtomicU64,
 }

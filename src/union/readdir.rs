@@ -6,7 +6,7 @@ use std::ffi::{OsStr, OsString};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::layer::{is_opaque, WH_PREFIX};
 use super::lowerindex::{dtype_of, mode_of};
@@ -88,26 +88,48 @@ impl Union {
         Ok(out)
     }
 
-    /// Snapshot a directory's listing for one opendir..releasedir.
+    /// Open directory `id`. Its listing is taken at the first read, not here: when the kernel
+    /// still has the listing cached (FOPEN_CACHE_DIR), it never reads, and an opendir costs
+    /// nothing but the round trip.
     pub fn opendir(&self, id: u64) -> Res<u64> {
-        let _g = self.read_ns();
-        let (st, path) = self.resolve(id)?;
-        if !st.is_dir() {
+        if !self.node(id)?.st.read().unwrap().is_dir() {
             return Err(libc::ENOTDIR);
         }
-        let entries = self.merged_entries(&st, &path)?;
         let fh = self.next_fh();
-        self.dirs.insert(fh, Arc::new(entries));
+        self.dirs.insert(
+            fh,
+            Arc::new(OpenDir {
+                id,
+                entries: OnceLock::new(),
+            }),
+        );
         Ok(fh)
     }
 
+    /// The listing of an open directory, snapshotted at its first read and kept until
+    /// releasedir, so offsets stay valid while entries come and go.
     pub fn dir_entries(&self, fh: u64) -> Res<Arc<Vec<Entry>>> {
-        self.dirs.get(&fh).map(|e| e.clone()).ok_or(libc::EBADF)
+        let d = self.dirs.get(&fh).map(|e| e.clone()).ok_or(libc::EBADF)?;
+        if let Some(e) = d.entries.get() {
+            return Ok(e.clone());
+        }
+        let listing = {
+            let _g = self.read_ns();
+            let (st, path) = self.resolve(d.id)?;
+            Arc::new(self.merged_entries(&st, &path)?)
+        };
+        Ok(d.entries.get_or_init(|| listing).clone())
     }
 
     pub fn releasedir(&self, fh: u64) {
         self.dirs.remove(&fh);
     }
+}
+
+/// An open directory handle.
+pub struct OpenDir {
+    id: u64,
+    entries: OnceLock<Arc<Vec<Entry>>>,
 }
 
 type Listing = (Vec<(OsString, u8, u64)>, Vec<OsString>);
