@@ -56,6 +56,10 @@ fn parse_filter(f: &str) -> Result<Filter> {
     })
 }
 
+fn parse_filters(filters: &[String]) -> Result<Vec<Filter>> {
+    filters.iter().map(|f| parse_filter(f)).collect()
+}
+
 fn matches(s: &Store, v: &Volume, filters: &[Filter]) -> Result<bool> {
     for f in filters {
         let ok = match f {
@@ -72,10 +76,7 @@ fn matches(s: &Store, v: &Volume, filters: &[Filter]) -> Result<bool> {
 }
 
 pub fn ls(root: &Root, quiet: bool, filters: &[String]) -> Result<()> {
-    let filters = filters
-        .iter()
-        .map(|f| parse_filter(f))
-        .collect::<Result<Vec<_>>>()?;
+    let filters = parse_filters(filters)?;
     let s = Store::open(root)?;
     let mut out = std::io::stdout().lock();
     if !quiet {
@@ -146,10 +147,7 @@ pub fn rm(root: &Root, names: &[String]) -> Result<()> {
 }
 
 pub fn prune(root: &Root, filters: &[String]) -> Result<()> {
-    let filters = filters
-        .iter()
-        .map(|f| parse_filter(f))
-        .collect::<Result<Vec<_>>>()?;
+    let filters = parse_filters(filters)?;
     let s = Store::open(root)?;
     let mut gone = Vec::new();
     let mut bytes = 0;

@@ -161,11 +161,7 @@ fn attach_all(
                 open_volume(s, &image, g, name.as_deref(), mountpoint, held)?
             }
             Source::Tmpfs { size, mode } => {
-                let t = Tmpfs::new(*size, *mode, i).with_context(|| g.given.clone())?;
-                let layer = Layer {
-                    path: t.layer.path.clone(),
-                    root: t.layer.root.try_clone()?,
-                };
+                let (layer, t) = Tmpfs::new(*size, *mode, i).with_context(|| g.given.clone())?;
                 held.tmpfs.push(t);
                 Opened {
                     layer,

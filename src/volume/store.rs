@@ -182,13 +182,17 @@ impl<'a> Store<'a> {
             .root
             .volumes()
             .join(format!(".removing-{}-{name}", std::process::id()));
-        let moved = fs::rename(&dir, &trash);
+        let moved = match fs::rename(&dir, &trash) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            // Nothing is changed: the volume keeps its record and its files.
+            Err(e) => bail!("volume {name}: {e}"),
+        };
         self.db.delete(&vol_key(name))?;
-        match moved {
-            Ok(()) => remove_all(&trash),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(anyhow!("volume {name}: {e}")),
+        if moved {
+            remove_all(&trash)?;
         }
+        Ok(())
     }
 
     /// Size in bytes of what a volume holds (allocated blocks), for `prune`'s report.

@@ -22,9 +22,9 @@ const FSMOUNT_CLOEXEC: u32 = 1;
 const SHM: &str = "/dev/shm";
 const PREFIX: &str = "strata-tmpfs.";
 
+/// What to clean up after a tmpfs: the stand-in directory, if one was used. A real tmpfs needs
+/// nothing: it lives as long as the layer's root fd.
 pub struct Tmpfs {
-    pub layer: Layer,
-    /// The stand-in directory to remove at unmount.
     dir: Option<PathBuf>,
 }
 
@@ -72,16 +72,15 @@ fn detached(size: Option<u64>, mode: u32) -> std::io::Result<OwnedFd> {
 }
 
 impl Tmpfs {
-    pub fn new(size: Option<u64>, mode: u32, seq: usize) -> Result<Tmpfs> {
+    /// A new tmpfs, as the layer that serves it and what to clean up after it.
+    pub fn new(size: Option<u64>, mode: u32, seq: usize) -> Result<(Layer, Tmpfs)> {
         match detached(size, mode) {
             Ok(root) => {
-                return Ok(Tmpfs {
-                    layer: Layer {
-                        path: PathBuf::from("tmpfs"),
-                        root,
-                    },
-                    dir: None,
-                })
+                let layer = Layer {
+                    path: PathBuf::from("tmpfs"),
+                    root,
+                };
+                return Ok((layer, Tmpfs { dir: None }));
             }
             Err(e) => log::debug!("tmpfs: no detached mount ({e}); using {SHM}"),
         }
@@ -92,10 +91,7 @@ impl Tmpfs {
         fs::create_dir(&dir).with_context(|| format!("tmpfs stand-in {}", dir.display()))?;
         fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
         let layer = Layer::open(&dir).map_err(|e| anyhow!("{}: {e}", dir.display()))?;
-        Ok(Tmpfs {
-            layer,
-            dir: Some(dir),
-        })
+        Ok((layer, Tmpfs { dir: Some(dir) }))
     }
 
     /// Remove the stand-in directory (a real tmpfs goes with its last file descriptor).
