@@ -234,3 +234,67 @@ fn readdir_follows_creates_and_deletes() {
         assert_eq!(names(c.p("big")).len(), 600);
     });
 }
+
+/// Whether a listing comes with attributes depends on what the reading process did before (a
+/// walker that only reads names gets plain listings). Either way, every entry is listed once,
+/// with its type, and stat of it afterwards gives its own size and the inode number readdir
+/// gave.
+#[test]
+fn listings_are_whole_for_walkers_and_for_readers_that_stat() {
+    let mut want = std::collections::BTreeMap::new();
+    let m = Builder::new(1)
+        .lower(0, |l| {
+            for d in 0..3 {
+                for f in 0..150 {
+                    let body = "x".repeat((d * 150 + f) % 97);
+                    l.file(&format!("tree/d{d}/file-{f:03}"), &body);
+                    want.insert(format!("f d{d}/file-{f:03}"), body.len());
+                }
+                l.symlink(&format!("tree/d{d}/link"), "file-000");
+                l.dir(&format!("tree/d{d}/sub"));
+                want.insert(format!("l d{d}/link"), 8);
+                want.insert(format!("d d{d}/sub"), 0);
+                want.insert(format!("d d{d}"), 0);
+            }
+        })
+        .mount();
+    let tree = m.p("tree");
+    let listed = |fmt: &str| -> Vec<String> {
+        let o = run_ok(std::process::Command::new("find").arg(&tree).args([
+            "-mindepth",
+            "1",
+            "-printf",
+            fmt,
+        ]));
+        o.stdout.lines().map(String::from).collect()
+    };
+    // A walker first: names and types only, from listings alone.
+    let walked = listed("%y %P\n");
+    let mut want_names: Vec<String> = want.keys().cloned().collect();
+    let mut got_names = walked.clone();
+    want_names.sort();
+    got_names.sort();
+    assert_eq!(got_names, want_names, "find's walk of a fresh mount");
+    // Then a new process that stats every entry, in directories already listed and not.
+    for line in listed("%y %s %P\n") {
+        let mut it = line.splitn(3, ' ');
+        let (kind, size, name) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+        let key = format!("{kind} {name}");
+        let want_size = *want
+            .get(&key)
+            .unwrap_or_else(|| panic!("unexpected entry {line}"));
+        if kind != "d" {
+            assert_eq!(size, want_size.to_string(), "size of {name}");
+        }
+    }
+    // And readdir's d_ino is stat's st_ino, in this process too.
+    m.run(|c| {
+        use std::os::unix::fs::{DirEntryExt, MetadataExt};
+        for d in 0..3 {
+            for e in fs::read_dir(c.p(&format!("tree/d{d}"))).unwrap() {
+                let e = e.unwrap();
+                assert_eq!(e.ino(), lstat(e.path()).ino(), "{}", e.path().display());
+            }
+        }
+    });
+}

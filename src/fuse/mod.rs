@@ -36,7 +36,13 @@ pub struct StrataFs {
     passthrough: bool,
     /// One backing file per node, as the kernel requires, shared by that node's open handles.
     backing: std::sync::Mutex<std::collections::HashMap<u64, Backing>>,
+    /// Threads seen looking up files (not directories): they use what they list, so their
+    /// listings come with attributes. See `readdirplus`.
+    users: dashmap::DashSet<u32>,
 }
+
+/// How many reader threads `users` remembers before it starts afresh.
+const USERS_KEPT: usize = 4096;
 
 struct Backing {
     id: Arc<fuser::BackingId>,
@@ -50,6 +56,7 @@ impl StrataFs {
             tree,
             passthrough: false,
             backing: Default::default(),
+            users: Default::default(),
         }
     }
 
@@ -265,9 +272,18 @@ impl Filesystem for StrataFs {
         self.tree.union().flush_table();
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         log::debug!("lookup {} {:?}", parent.0, name);
-        self.lookup_entry(reply, id(parent), self.tree.lookup(id(parent), name));
+        let r = self.tree.lookup(id(parent), name);
+        if let Ok((_, st)) = &r {
+            if st.st_mode & libc::S_IFMT != libc::S_IFDIR && !self.users.contains(&req.pid()) {
+                if self.users.len() >= USERS_KEPT {
+                    self.users.clear();
+                }
+                self.users.insert(req.pid());
+            }
+        }
+        self.lookup_entry(reply, id(parent), r);
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -597,9 +613,18 @@ impl Filesystem for StrataFs {
         reply.ok();
     }
 
+    /// A listing with attributes costs a stat of every entry in its layer, which for a cold
+    /// lower is an inode read per entry: more than a walker like `find` or `du -s` that only
+    /// needs names and types (d_type) would ever pay on kernel overlayfs. The kernel
+    /// (READDIRPLUS_AUTO) asks for attributes with the first part of each listing, and for
+    /// later parts only when lookups in that directory followed. Threads not yet seen looking
+    /// up files are answered with "." and ".." alone, so the rest of the listing comes plain;
+    /// a thread that looks up (stats, opens) what it lists gets attributes from its next
+    /// directory on, with no lookup round trip per entry. fuser 0.18 cannot send entries
+    /// without attributes (its entries' d_ino is their node id), or this would be per entry.
     fn readdirplus(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -620,6 +645,9 @@ impl Filesystem for StrataFs {
                 if reply.add(ino, off, name, self.ttl(id(ino)), &dir, Generation(0)) {
                     return reply.ok();
                 }
+            }
+            if !self.users.contains(&req.pid()) {
+                return reply.ok();
             }
         }
         for (i, e) in entries
