@@ -830,3 +830,46 @@ fn an_unprivileged_user_binds_a_dir_it_owns_and_writes_through_it() {
     assert!(!exists(m.u("data/new")), "the write went to the upper");
     assert!(!exists(m.u("data/mine")), "the write went to the upper");
 }
+
+/// A directory stream rewound and read again (no path walk, no open, so nothing makes the
+/// kernel look at the directory again) still shows what the host changed since: the kernel
+/// checks a graft directory's mtime before it serves a listing from the start.
+#[test]
+fn host_side_changes_show_in_a_rewound_directory_stream() {
+    let b = image();
+    let src = b.host_dir("src");
+    src.file("f", "f");
+    let m = b.arg("--bind").arg(spec(&src.root, "/data")).mount();
+    let srcp = src.root.clone();
+    m.run(move |c| {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(c.p("data").as_os_str().as_bytes()).unwrap();
+        let dir = unsafe { libc::opendir(path.as_ptr()) };
+        assert!(!dir.is_null(), "opendir {}", c.p("data").display());
+        let list = || {
+            let mut out = Vec::new();
+            unsafe {
+                libc::rewinddir(dir);
+                loop {
+                    let e = libc::readdir(dir);
+                    if e.is_null() {
+                        break;
+                    }
+                    let n = std::ffi::CStr::from_ptr((*e).d_name.as_ptr());
+                    let n = n.to_string_lossy().into_owned();
+                    if n != "." && n != ".." {
+                        out.push(n);
+                    }
+                }
+            }
+            out.sort();
+            out
+        };
+        assert_eq!(list(), ["f"]);
+        write(srcp.join("new"), "n");
+        rm(srcp.join("f"));
+        let after = list();
+        unsafe { libc::closedir(dir) };
+        assert_eq!(after, ["new"], "stale listing of a bind");
+    });
+}

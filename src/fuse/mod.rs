@@ -18,6 +18,7 @@ use fuser::{
 use crate::union::dir::{Caller, NewEntry};
 use crate::union::file::{SetAttr, SetTime};
 use crate::union::graft::Tree;
+use crate::union::readdir::resume_at;
 use crate::union::{Union, ROOT_ID};
 
 /// How long the kernel may cache entries (negative ones too) and attributes. Lower layers are
@@ -39,6 +40,8 @@ pub struct StrataFs {
     /// Threads seen looking up files (not directories): they use what they list, so their
     /// listings come with attributes. See `readdirplus`.
     users: dashmap::DashSet<u32>,
+    /// The kernel opens directories without asking (see `opendir`).
+    no_opendir: bool,
 }
 
 /// How many reader threads `users` remembers before it starts afresh.
@@ -57,6 +60,7 @@ impl StrataFs {
             passthrough: false,
             backing: Default::default(),
             users: Default::default(),
+            no_opendir: false,
         }
     }
 
@@ -261,6 +265,15 @@ impl Filesystem for StrataFs {
         let _ = config.add_capabilities(
             fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO,
         );
+        if config
+            .capabilities()
+            .contains(fuser::InitFlags::FUSE_NO_OPENDIR_SUPPORT)
+            && config
+                .add_capabilities(fuser::InitFlags::FUSE_AUTO_INVAL_DATA)
+                .is_ok()
+        {
+            self.no_opendir = true;
+        }
         log::info!(
             "kernel FUSE passthrough: {}",
             if self.passthrough { "on" } else { "off" }
@@ -562,19 +575,30 @@ impl Filesystem for StrataFs {
         done(reply, self.tree.route(id(ino)).1.fsync(fh.0, datasync))
     }
 
+    /// Directories are opened by the kernel alone where it can (FUSE_NO_OPENDIR_SUPPORT): the
+    /// first OPENDIR is answered ENOSYS and no OPENDIR or RELEASEDIR follows. The kernel then
+    /// keeps listings (FOPEN_CACHE_DIR) of every directory, dropping one whenever it changes the
+    /// directory itself or sees its mtime change; for grafts, which the host may change, it
+    /// checks the mtime at every read from the start (FUSE_AUTO_INVAL_DATA, attributes never
+    /// cached). Listings belong to directories, not to handles (`Union::listing`).
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         log::debug!("opendir {}", ino.0);
-        // The kernel may keep merged listings: it drops a directory's cached listing itself
-        // whenever it changes that directory, and every change comes through it. Not so for
-        // grafts, which the host may change.
+        if self.no_opendir {
+            return reply.error(Errno::ENOSYS);
+        }
+        // An older kernel: the same, with a handle that stands for nothing. The kernel may keep
+        // merged listings, but not the grafts'.
         let (part, fs, local) = self.tree.route(id(ino));
         let cache = if part == 0 {
             FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
         } else {
             FopenFlags::empty()
         };
-        match fs.opendir(local) {
-            Ok(fh) => reply.opened(FileHandle(fh), cache),
+        match fs.getattr(local) {
+            Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
+                reply.opened(FileHandle(0), cache)
+            }
+            Ok(_) => reply.error(Errno::ENOTDIR),
             Err(e) => reply.error(err(e)),
         }
     }
@@ -583,30 +607,27 @@ impl Filesystem for StrataFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.tree.route(id(ino)).1.dir_entries(fh.0) {
+        let (_, fs, local) = self.tree.route(id(ino));
+        let entries = match fs.listing(local, offset == 0) {
             Ok(e) => e,
+            Err(libc::ENOENT) => return reply.ok(), // removed while open: empty
             Err(e) => return reply.error(err(e)),
         };
-        // Offsets: 1 = ".", 2 = "..", 3.. = entries.
-        let mut off = offset;
-        if off == 0 {
-            if reply.add(ino, 1, FileType::Directory, ".") {
+        for (off, name) in [(1u64, "."), (2, "..")].into_iter().skip(offset as usize) {
+            if reply.add(ino, off, FileType::Directory, name) {
                 return reply.ok();
             }
-            off = 1;
         }
-        if off == 1 {
-            if reply.add(ino, 2, FileType::Directory, "..") {
-                return reply.ok();
-            }
-            off = 2;
+        let from = resume_at(&entries, offset);
+        if from == entries.len() {
+            fs.drop_listing(local);
         }
-        for (i, e) in entries.iter().enumerate().skip((off - 2) as usize) {
-            if reply.add(INodeNo(e.ino), i as u64 + 3, kind_of(e.kind), &e.name) {
+        for e in &entries[from..] {
+            if reply.add(INodeNo(e.ino), e.off, kind_of(e.kind), &e.name) {
                 break;
             }
         }
@@ -626,13 +647,14 @@ impl Filesystem for StrataFs {
         &self,
         req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         mut reply: fuser::ReplyDirectoryPlus,
     ) {
         let (_, fs, local) = self.tree.route(id(ino));
-        let entries = match fs.dir_entries(fh.0) {
+        let entries = match fs.listing(local, offset == 0) {
             Ok(e) => e,
+            Err(libc::ENOENT) => return reply.ok(),
             Err(e) => return reply.error(err(e)),
         };
         // "." and ".." carry no lookup: the kernel does not link them.
@@ -650,18 +672,18 @@ impl Filesystem for StrataFs {
                 return reply.ok();
             }
         }
-        for (i, e) in entries
-            .iter()
-            .enumerate()
-            .skip(offset.saturating_sub(2) as usize)
-        {
+        let from = resume_at(&entries, offset);
+        if from == entries.len() {
+            fs.drop_listing(local);
+        }
+        for e in &entries[from..] {
             // Each entry is a lookup, counted until the kernel forgets it.
             let Ok((node, st)) = self.tree.lookup(id(ino), &e.name) else {
-                continue; // gone since opendir
+                continue; // gone since the listing was taken
             };
             if reply.add(
                 INodeNo(node),
-                i as u64 + 3,
+                e.off,
                 &e.name,
                 self.ttl(node),
                 &attr(&st),
@@ -672,18 +694,6 @@ impl Filesystem for StrataFs {
                 break;
             }
         }
-        reply.ok();
-    }
-
-    fn releasedir(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        reply: ReplyEmpty,
-    ) {
-        self.tree.route(id(ino)).1.releasedir(fh.0);
         reply.ok();
     }
 

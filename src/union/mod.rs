@@ -142,7 +142,10 @@ pub struct Union {
     ns: RwLock<()>,
     tmp_seq: AtomicU64,
     pub(crate) files: DashMap<u64, Arc<file::Handle>>,
-    pub(crate) dirs: DashMap<u64, Arc<readdir::OpenDir>>,
+    /// Directory listings being read, by node (see `listing`).
+    pub(crate) listings: DashMap<u64, Arc<Vec<readdir::Entry>>>,
+    /// The key of listing offsets: the same for every listing of this mount.
+    listing_key: std::hash::RandomState,
     lower_dirs: LowerDirs,
     fh_seq: AtomicU64,
 }
@@ -169,7 +172,8 @@ impl Union {
             ns: RwLock::new(()),
             tmp_seq: AtomicU64::new(0),
             files: DashMap::new(),
-            dirs: DashMap::new(),
+            listings: DashMap::new(),
+            listing_key: std::hash::RandomState::new(),
             lower_dirs: LowerDirs::new(),
             fh_seq: AtomicU64::new(1),
         };
@@ -561,6 +565,7 @@ impl Union {
             None => false,
         };
         if gone {
+            self.listings.remove(&id);
             self.nodes
                 .remove_if(&id, |_, node| node.lookups.load(Ordering::Relaxed) == 0);
         }

@@ -3,10 +3,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
+use std::hash::BuildHasher;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use super::layer::{is_opaque, WH_PREFIX};
 use super::lowerindex::{dtype_of, mode_of};
@@ -19,6 +20,8 @@ pub struct Entry {
     pub ino: u64,
     /// S_IFMT bits.
     pub kind: u32,
+    /// The offset a reader resumes after this entry at (set by `listing`).
+    pub off: u64,
 }
 
 impl Union {
@@ -81,55 +84,71 @@ impl Union {
                     self.encode(layer, dino)
                 };
                 seen.insert(name.clone(), out.len());
-                out.push(Entry { name, ino, kind });
+                out.push(Entry {
+                    name,
+                    ino,
+                    kind,
+                    off: 0,
+                });
             }
             hidden.extend(new_hidden);
         }
         Ok(out)
     }
 
-    /// Open directory `id`. Its listing is taken at the first read, not here: when the kernel
-    /// still has the listing cached (FOPEN_CACHE_DIR), it never reads, and an opendir costs
-    /// nothing but the round trip.
-    pub fn opendir(&self, id: u64) -> Res<u64> {
-        if !self.node(id)?.st.read().unwrap().is_dir() {
-            return Err(libc::ENOTDIR);
+    /// The listing of directory `id`, in offset order. A read from the start (`fresh`) takes it
+    /// anew; later reads continue in the one taken then, or in a new one if it was dropped.
+    ///
+    /// There are no directory handles: the kernel opens directories without asking
+    /// (FUSE_NO_OPENDIR_SUPPORT), so a listing belongs to the directory, not to one opener.
+    /// Each entry's offset is a keyed hash of its name, as ext4's htree offsets are, so a
+    /// reader that resumes in a listing taken after its own — another reader started over, or
+    /// the listing was dropped — neither misses nor repeats an entry that stayed.
+    pub fn listing(&self, id: u64, fresh: bool) -> Res<Arc<Vec<Entry>>> {
+        if !fresh {
+            if let Some(l) = self.listings.get(&id) {
+                return Ok(l.clone());
+            }
         }
-        let fh = self.next_fh();
-        self.dirs.insert(
-            fh,
-            Arc::new(OpenDir {
-                id,
-                entries: OnceLock::new(),
-            }),
-        );
-        Ok(fh)
-    }
-
-    /// The listing of an open directory, snapshotted at its first read and kept until
-    /// releasedir, so offsets stay valid while entries come and go.
-    pub fn dir_entries(&self, fh: u64) -> Res<Arc<Vec<Entry>>> {
-        let d = self.dirs.get(&fh).map(|e| e.clone()).ok_or(libc::EBADF)?;
-        if let Some(e) = d.entries.get() {
-            return Ok(e.clone());
-        }
-        let listing = {
+        let mut entries = {
             let _g = self.read_ns();
-            let (st, path) = self.resolve(d.id)?;
-            Arc::new(self.merged_entries(&st, &path)?)
+            let (st, path) = self.resolve(id)?;
+            if !st.is_dir() {
+                return Err(libc::ENOTDIR);
+            }
+            self.merged_entries(&st, &path)?
         };
-        Ok(d.entries.get_or_init(|| listing).clone())
+        for e in entries.iter_mut() {
+            // 3.. (1 and 2 are "." and ".."), below i64::MAX (the kernel's f_pos is signed).
+            e.off = 3 + (self.listing_key.hash_one(&e.name) >> 2);
+        }
+        entries.sort_unstable_by(|a, b| (a.off, &a.name).cmp(&(b.off, &b.name)));
+        for i in 1..entries.len() {
+            if entries[i].off <= entries[i - 1].off {
+                entries[i].off = entries[i - 1].off + 1; // a collision: the later name moves up
+            }
+        }
+        let l = Arc::new(entries);
+        if self.listings.len() >= LISTINGS_KEPT {
+            // Readers in the middle of a dropped listing continue in a new one (see above).
+            self.listings.clear();
+        }
+        self.listings.insert(id, l.clone());
+        Ok(l)
     }
 
-    pub fn releasedir(&self, fh: u64) {
-        self.dirs.remove(&fh);
+    /// A reader reached the end of `id`'s listing, or the kernel forgot the directory.
+    pub fn drop_listing(&self, id: u64) {
+        self.listings.remove(&id);
     }
 }
 
-/// An open directory handle.
-pub struct OpenDir {
-    id: u64,
-    entries: OnceLock<Arc<Vec<Entry>>>,
+/// Listings kept for readers part-way through them, before they are all dropped.
+const LISTINGS_KEPT: usize = 1024;
+
+/// Where a read at `offset` continues in `entries`: after the entry at that offset.
+pub fn resume_at(entries: &[Entry], offset: u64) -> usize {
+    entries.partition_point(|e| e.off <= offset)
 }
 
 type Listing = (Vec<(OsString, u8, u64)>, Vec<OsString>);
@@ -165,4 +184,78 @@ fn upper_listing(fd: i32, plain: bool) -> Res<Listing> {
         entries.push((name, dtype, dino));
     }
     Ok((entries, hidden))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inode::InodeTable;
+    use crate::union::layer::{Layer, XattrNs};
+    use crate::union::{Options, ROOT_ID};
+    use std::collections::BTreeSet;
+
+    /// A reader part-way through a listing when the directory changes and another reader
+    /// starts over (taking a new listing) resumes in the new one: every name that stayed is
+    /// seen exactly once.
+    #[test]
+    fn a_reader_resuming_in_a_newer_listing_misses_and_repeats_nothing_that_stayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let names: Vec<String> = (0..400).map(|i| format!("entry-{i:03}")).collect();
+        for n in &names {
+            std::fs::write(dir.path().join(n), "").unwrap();
+        }
+        let u = Union::new(
+            Some(Layer::open(dir.path()).unwrap()),
+            Vec::new(),
+            None,
+            InodeTable::in_memory(),
+            Options {
+                redirect_dir: false,
+                read_only: false,
+                xattr_ns: XattrNs::User,
+                kernel_whiteouts: false,
+                xattr_permissions: false,
+                plain: true,
+                id_base: 0,
+            },
+        )
+        .unwrap();
+        let first = u.listing(ROOT_ID, true).unwrap();
+        assert_eq!(first.len(), 400);
+        let mut seen: Vec<String> = Vec::new();
+        let mut offset = 0;
+        for e in &first[..150] {
+            seen.push(e.name.to_string_lossy().into_owned());
+            offset = e.off;
+        }
+        // Meanwhile: 100 names go (some already read, some not), 50 come, and another
+        // reader starts over.
+        let mut removed = BTreeSet::new();
+        for n in names.iter().step_by(4) {
+            std::fs::remove_file(dir.path().join(n)).unwrap();
+            removed.insert(n.clone());
+        }
+        for i in 0..50 {
+            std::fs::write(dir.path().join(format!("new-{i}")), "").unwrap();
+        }
+        let second = u.listing(ROOT_ID, true).unwrap();
+        assert_eq!(second.len(), 350);
+        let rest = &u.listing(ROOT_ID, false).unwrap()[..];
+        for e in &rest[resume_at(rest, offset)..] {
+            seen.push(e.name.to_string_lossy().into_owned());
+        }
+        let mut counts = std::collections::BTreeMap::new();
+        for n in &seen {
+            *counts.entry(n.clone()).or_insert(0) += 1;
+        }
+        for n in names.iter().filter(|n| !removed.contains(*n)) {
+            assert_eq!(
+                counts.get(n),
+                Some(&1),
+                "{n} stayed, seen {:?} times",
+                counts.get(n)
+            );
+        }
+        assert!(counts.values().all(|&c| c == 1), "a name came twice");
+    }
 }

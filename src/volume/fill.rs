@@ -61,11 +61,10 @@ fn io(e: i32, p: &Path) -> anyhow::Error {
 }
 
 fn copy_dir(union: &Union, dir: u64, dfd: &OwnedFd) -> Res<usize> {
-    let fh = union.opendir(dir)?;
-    let entries = union.dir_entries(fh);
-    union.releasedir(fh);
+    let entries = union.listing(dir, true)?;
+    union.drop_listing(dir);
     let mut n = 0;
-    for e in entries?.iter() {
+    for e in entries.iter() {
         let (id, st) = union.lookup(dir, &e.name)?;
         let r = copy_entry(union, id, &st, dfd, &e.name);
         union.forget(id, 1);
