@@ -779,8 +779,19 @@ set -eu
 S="$1"; B="$2"; SRC="$3"
 export STRATA_ROOT="$B/root"
 M="$B/mnt"
+printf AAAA > "$SRC/same"
 "$S" mount --bind "$SRC:/data" -o "lowerdir=$B/lower0,upperdir=$B/upper,workdir=$B/work" "$M"
 echo "READ $(cat "$M/data/mine")"
+# No passthrough here: a file held open reads through the mount's page cache, which must not
+# outlive a same-size rewrite on the host.
+python3 - "$M/data/same" "$SRC/same" <<'PY'
+import sys
+f = open(sys.argv[1], "rb")
+before = f.read()
+open(sys.argv[2], "wb").write(b"BBBB")
+f.seek(0)
+print("OPEN", before.decode(), f.read().decode())
+PY
 echo written > "$M/data/new"
 echo more >> "$M/data/mine"
 mkdir "$M/data/dir"
@@ -814,7 +825,12 @@ fn an_unprivileged_user_binds_a_dir_it_owns_and_writes_through_it() {
     assert!(!fuse_mounted(&m.mnt), "still mounted after strata umount");
     assert!(out.stdout.contains("READ mine"), "{}", out.describe());
     assert!(
-        out.stdout.contains("LS dir mine new "),
+        out.stdout.contains("OPEN AAAA BBBB"),
+        "an open file kept serving what the host replaced: {}",
+        out.describe()
+    );
+    assert!(
+        out.stdout.contains("LS dir mine new same "),
         "{}",
         out.describe()
     );
