@@ -258,21 +258,13 @@ pub fn times_of(st: &libc::stat) -> [libc::timespec; 2] {
 
 // ---- extended attributes, by `l*` calls on an fd path so links are never followed ----
 
-pub fn lgetxattr(path: &CStr, name: &OsStr) -> Res<Vec<u8>> {
-    let n = cstr(name)?;
+/// The bytes an xattr call of the size-then-fill kind returns: asked for the size first, then
+/// read, and asked again if the value grew in between (ERANGE).
+fn sized(call: impl Fn(*mut libc::c_void, usize) -> isize) -> Res<Vec<u8>> {
     loop {
-        let size = check_ssize(unsafe {
-            libc::lgetxattr(path.as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0)
-        })?;
+        let size = check_ssize(call(std::ptr::null_mut(), 0))?;
         let mut buf = vec![0u8; size.max(1)];
-        match check_ssize(unsafe {
-            libc::lgetxattr(
-                path.as_ptr(),
-                n.as_ptr(),
-                buf.as_mut_ptr() as *mut _,
-                buf.len(),
-            )
-        }) {
+        match check_ssize(call(buf.as_mut_ptr() as *mut _, buf.len())) {
             Ok(got) => {
                 buf.truncate(got);
                 return Ok(buf);
@@ -281,6 +273,11 @@ pub fn lgetxattr(path: &CStr, name: &OsStr) -> Res<Vec<u8>> {
             Err(e) => return Err(e),
         }
     }
+}
+
+pub fn lgetxattr(path: &CStr, name: &OsStr) -> Res<Vec<u8>> {
+    let n = cstr(name)?;
+    sized(|buf, len| unsafe { libc::lgetxattr(path.as_ptr(), n.as_ptr(), buf, len) })
 }
 
 /// An xattr of an open (not O_PATH) fd, or None when it is absent or unreadable.
@@ -315,28 +312,12 @@ pub fn lremovexattr(path: &CStr, name: &OsStr) -> Res<()> {
 }
 
 pub fn llistxattr(path: &CStr) -> Res<Vec<OsString>> {
-    loop {
-        let size =
-            check_ssize(unsafe { libc::llistxattr(path.as_ptr(), std::ptr::null_mut(), 0) })?;
-        if size == 0 {
-            return Ok(Vec::new());
-        }
-        let mut buf = vec![0u8; size];
-        match check_ssize(unsafe {
-            libc::llistxattr(path.as_ptr(), buf.as_mut_ptr() as *mut _, buf.len())
-        }) {
-            Ok(got) => {
-                buf.truncate(got);
-                return Ok(buf
-                    .split(|b| *b == 0)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| OsString::from_vec(s.to_vec()))
-                    .collect());
-            }
-            Err(libc::ERANGE) => continue,
-            Err(e) => return Err(e),
-        }
-    }
+    let buf = sized(|buf, len| unsafe { libc::llistxattr(path.as_ptr(), buf as *mut _, len) })?;
+    Ok(buf
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| OsString::from_vec(s.to_vec()))
+        .collect())
 }
 
 /// Names of a directory's entries (without "." and ".."), with d_type and d_ino.

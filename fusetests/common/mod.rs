@@ -77,23 +77,15 @@ fn cvt(r: libc::c_int) -> io::Result<()> {
     }
 }
 
-pub fn lgetxattr(p: &Path, name: &str) -> io::Result<Vec<u8>> {
-    let cp = cpath(p);
-    let cn = CString::new(name).unwrap();
+/// The bytes of a size-then-fill xattr call: the size first, then the value, again on ERANGE.
+fn sized(call: impl Fn(*mut libc::c_void, usize) -> isize) -> io::Result<Vec<u8>> {
     loop {
-        let n = unsafe { libc::lgetxattr(cp.as_ptr(), cn.as_ptr(), std::ptr::null_mut(), 0) };
+        let n = call(std::ptr::null_mut(), 0);
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
         let mut buf = vec![0u8; n as usize + 1];
-        let m = unsafe {
-            libc::lgetxattr(
-                cp.as_ptr(),
-                cn.as_ptr(),
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-            )
-        };
+        let m = call(buf.as_mut_ptr() as *mut libc::c_void, buf.len());
         if m < 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::ERANGE) {
@@ -106,37 +98,23 @@ pub fn lgetxattr(p: &Path, name: &str) -> io::Result<Vec<u8>> {
     }
 }
 
+pub fn lgetxattr(p: &Path, name: &str) -> io::Result<Vec<u8>> {
+    let cp = cpath(p);
+    let cn = CString::new(name).unwrap();
+    sized(|buf, len| unsafe { libc::lgetxattr(cp.as_ptr(), cn.as_ptr(), buf, len) })
+}
+
 pub fn llistxattr(p: &Path) -> io::Result<Vec<String>> {
     let cp = cpath(p);
-    loop {
-        let n = unsafe { libc::llistxattr(cp.as_ptr(), std::ptr::null_mut(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut buf = vec![0u8; n as usize + 1];
-        let m = unsafe {
-            libc::llistxattr(
-                cp.as_ptr(),
-                buf.as_mut_ptr() as *mut libc::c_char,
-                buf.len(),
-            )
-        };
-        if m < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ERANGE) {
-                continue;
-            }
-            return Err(e);
-        }
-        buf.truncate(m as usize);
-        let mut names: Vec<String> = buf
-            .split(|b| *b == 0)
-            .filter(|s| !s.is_empty())
-            .map(|s| String::from_utf8_lossy(s).into_owned())
-            .collect();
-        names.sort();
-        return Ok(names);
-    }
+    let buf =
+        sized(|buf, len| unsafe { libc::llistxattr(cp.as_ptr(), buf as *mut libc::c_char, len) })?;
+    let mut names: Vec<String> = buf
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect();
+    names.sort();
+    Ok(names)
 }
 
 pub fn lsetxattr(p: &Path, name: &str, value: &[u8], flags: i32) -> io::Result<()> {

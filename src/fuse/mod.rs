@@ -18,7 +18,6 @@ use fuser::{
 use crate::union::dir::{Caller, NewEntry};
 use crate::union::file::{SetAttr, SetTime};
 use crate::union::graft::Tree;
-use crate::union::readdir::resume_at;
 use crate::union::{Union, ROOT_ID};
 
 /// How long the kernel may cache entries (negative ones too) and attributes. Lower layers are
@@ -612,8 +611,8 @@ impl Filesystem for StrataFs {
         mut reply: ReplyDirectory,
     ) {
         let (_, fs, local) = self.tree.route(id(ino));
-        let entries = match fs.listing(local, offset == 0) {
-            Ok(e) => e,
+        let (entries, from) = match fs.listing_at(local, offset) {
+            Ok(r) => r,
             Err(libc::ENOENT) => return reply.ok(), // removed while open: empty
             Err(e) => return reply.error(err(e)),
         };
@@ -621,10 +620,6 @@ impl Filesystem for StrataFs {
             if reply.add(ino, off, FileType::Directory, name) {
                 return reply.ok();
             }
-        }
-        let from = resume_at(&entries, offset);
-        if from == entries.len() {
-            fs.drop_listing(local);
         }
         for e in &entries[from..] {
             if reply.add(INodeNo(e.ino), e.off, kind_of(e.kind), &e.name) {
@@ -652,8 +647,8 @@ impl Filesystem for StrataFs {
         mut reply: fuser::ReplyDirectoryPlus,
     ) {
         let (_, fs, local) = self.tree.route(id(ino));
-        let entries = match fs.listing(local, offset == 0) {
-            Ok(e) => e,
+        let (entries, from) = match fs.listing_at(local, offset) {
+            Ok(r) => r,
             Err(libc::ENOENT) => return reply.ok(),
             Err(e) => return reply.error(err(e)),
         };
@@ -671,10 +666,6 @@ impl Filesystem for StrataFs {
             if !self.users.contains(&req.pid()) {
                 return reply.ok();
             }
-        }
-        let from = resume_at(&entries, offset);
-        if from == entries.len() {
-            fs.drop_listing(local);
         }
         for e in &entries[from..] {
             // Each entry is a lookup, counted until the kernel forgets it.

@@ -137,6 +137,17 @@ impl Union {
         Ok(l)
     }
 
+    /// A read of `id`'s listing at `offset`: the listing and where in it the read goes on.
+    /// A read that finds nothing left ends the listing's life.
+    pub fn listing_at(&self, id: u64, offset: u64) -> Res<(Arc<Vec<Entry>>, usize)> {
+        let entries = self.listing(id, offset == 0)?;
+        let from = resume_at(&entries, offset);
+        if from == entries.len() {
+            self.drop_listing(id);
+        }
+        Ok((entries, from))
+    }
+
     /// A reader reached the end of `id`'s listing, or the kernel forgot the directory.
     pub fn drop_listing(&self, id: u64) {
         self.listings.remove(&id);
@@ -147,7 +158,7 @@ impl Union {
 const LISTINGS_KEPT: usize = 1024;
 
 /// Where a read at `offset` continues in `entries`: after the entry at that offset.
-pub fn resume_at(entries: &[Entry], offset: u64) -> usize {
+fn resume_at(entries: &[Entry], offset: u64) -> usize {
     entries.partition_point(|e| e.off <= offset)
 }
 
