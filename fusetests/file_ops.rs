@@ -474,3 +474,98 @@ fn an_unlinked_open_file_stays_readable() {
         );
     });
 }
+
+/// A file capability (`cap_net_raw+ep`), as `setcap` writes it.
+const CAP_NET_RAW: [u8; 20] = [
+    1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+];
+
+/// Run `sh -c SCRIPT sh FILE` as root or as the unprivileged test user.
+fn sh_on(file: &std::path::Path, script: &str, unprivileged: bool) {
+    let argv: Vec<&std::ffi::OsStr> = ["sh", "-c", script, "sh"]
+        .into_iter()
+        .map(std::ffi::OsStr::new)
+        .chain([file.as_os_str()])
+        .collect();
+    let mut cmd = if unprivileged {
+        as_test_user(&argv)
+    } else {
+        let mut c = std::process::Command::new(argv[0]);
+        c.args(&argv[1..]);
+        c
+    };
+    let out = run_cmd(&mut cmd, CMD_TIMEOUT);
+    assert!(
+        out.ok(),
+        "{script} on {}: {}",
+        file.display(),
+        out.describe()
+    );
+}
+
+/// Writes, truncations and chowns drop set-user-ID, set-group-ID and file capabilities exactly
+/// as the kernel's own filesystems do: each case runs on a host directory (the reference) and
+/// on the mount, and the modes must agree, with a few written out as well.
+#[test]
+fn writes_truncations_and_chowns_drop_privileges_as_linux_does() {
+    const WRITE: &str = "echo more >> \"$1\"";
+    const TRUNCATE: &str = "truncate -s 1 \"$1\"";
+    const O_TRUNC: &str = ": > \"$1\"";
+    const CHOWN: &str = "chown 1:1 \"$1\"";
+    // (name, mode, operation, as the unprivileged user, expected mode)
+    let cases: [(&str, u32, &str, bool, u32); 9] = [
+        ("root-write", 0o6777, WRITE, false, 0o6777),
+        ("user-write", 0o6777, WRITE, true, 0o777),
+        ("user-write-nogx", 0o6767, WRITE, true, 0o767),
+        ("root-truncate", 0o6777, TRUNCATE, false, 0o6777),
+        ("user-truncate", 0o6777, TRUNCATE, true, 0o777),
+        ("root-otrunc", 0o6777, O_TRUNC, false, 0o6777),
+        ("user-otrunc", 0o4777, O_TRUNC, true, 0o777),
+        ("chown", 0o6777, CHOWN, false, 0o777),
+        ("chown-nogx", 0o6767, CHOWN, false, 0o2767),
+    ];
+    let b = Builder::new(1).lower(0, |l| {
+        l.file_mode("lower-suid", "lower", 0o4777);
+    });
+    let reference = b.host_dir("reference");
+    let m = b.mount();
+    chmod(&m.base, 0o755).unwrap();
+    chmod(&reference.root, 0o755).unwrap();
+    let refroot = reference.root.clone();
+    m.run(move |c| {
+        for (name, mode, script, unprivileged, want) in cases {
+            let mut got = Vec::new();
+            for root in [refroot.clone(), c.p("")] {
+                let f = root.join(name);
+                write(&f, "data\n");
+                chmod(&f, mode).unwrap();
+                sh_on(&f, script, unprivileged);
+                got.push(lstat(&f).mode() & 0o7777);
+            }
+            assert_eq!(
+                got[1], got[0],
+                "{name}: mode {:o} on the mount, {:o} on the host filesystem",
+                got[1], got[0]
+            );
+            assert_eq!(got[1], want, "{name}: mode {:o}, expected {want:o}", got[1]);
+        }
+        // A lower set-user-ID file written by a user is copied up without the bit.
+        sh_on(&c.p("lower-suid"), WRITE, true);
+        assert_eq!(lstat(c.p("lower-suid")).mode() & 0o7777, 0o777);
+        assert_eq!(lstat(c.u("lower-suid")).mode() & 0o7777, 0o777);
+        assert_eq!(lstat(c.l(0, "lower-suid")).mode() & 0o7777, 0o4777);
+        // A file capability goes with any write, even root's; the set-user-ID bit stays.
+        let f = c.p("capable");
+        write(&f, "data\n");
+        chmod(&f, 0o4755).unwrap();
+        lsetxattr(&f, "security.capability", &CAP_NET_RAW, 0).unwrap();
+        assert!(lgetxattr(&f, "security.capability").is_ok());
+        sh_on(&f, WRITE, false);
+        assert_errno(
+            lgetxattr(&f, "security.capability"),
+            libc::ENODATA,
+            "security.capability after a write",
+        );
+        assert_eq!(lstat(&f).mode() & 0o7777, 0o4755);
+    });
+}

@@ -40,9 +40,12 @@ S="$1"; B="$2"; M="$B/mnt"
 echo new > "$M/new"
 chown 12345:12346 "$M/new" "$M/keep"
 stat -c 'OWNER %n %u:%g' "$M/new" "$M/keep"
+chmod 751 "$M/keep"
+stat -c 'MODE %n %a' "$M/keep"
 "$S" umount "$M"
 "$S" mount -o "lowerdir=$B/lower,upperdir=$B/upper,workdir=$B/work" "$M"
 stat -c 'REMOUNTED %n %u:%g' "$M/new" "$M/keep"
+stat -c 'MODE AGAIN %n %a' "$M/keep"
 "$S" umount "$M"
 echo "DONE"
 "#;
@@ -206,6 +209,15 @@ fn a_refused_chown_is_kept_in_an_xattr_and_reported() {
                 out.describe()
             );
         }
+    }
+    // A chmod after the refused chown shows, then and after a remount.
+    for tag in ["MODE", "MODE AGAIN"] {
+        let want = format!("{tag} {}/keep 751", mnt.display());
+        assert!(
+            out.stdout.contains(&want),
+            "expected `{want}`:\n{}",
+            out.describe()
+        );
     }
     // The real owner on disk is the user; the intended one is in a user. xattr.
     let up = f.base.join("upper");

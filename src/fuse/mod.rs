@@ -179,6 +179,7 @@ fn caller(req: &Request) -> Caller {
     Caller {
         uid: req.uid(),
         gid: req.gid(),
+        pid: req.pid(),
     }
 }
 
@@ -259,6 +260,10 @@ impl Filesystem for StrataFs {
         let _ = config.add_capabilities(
             fuser::InitFlags::FUSE_PARALLEL_DIROPS | fuser::InitFlags::FUSE_CACHE_SYMLINKS,
         );
+        // strata drops set-user-ID, set-group-ID and file capabilities itself on write, truncate
+        // and chown (Union::setattr); in return the kernel stops asking for security.capability
+        // before every write to a file it has once found without one.
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_HANDLE_KILLPRIV_V2);
         // Listings come with attributes, so `ls -l` and `find` need no lookup round trip per
         // entry; the kernel picks plain readdir where the attributes would go unused.
         let _ = config.add_capabilities(
@@ -318,7 +323,7 @@ impl Filesystem for StrataFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -346,6 +351,7 @@ impl Filesystem for StrataFs {
             atime: set_time(atime),
             mtime: set_time(mtime),
             fh: fh.map(|f| f.0),
+            caller: Some(caller(req)),
         };
         let (_, fs, local) = self.tree.route(id(ino));
         match fs.setattr(local, &a) {
@@ -520,17 +526,22 @@ impl Filesystem for StrataFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         let (_, fs, _) = self.tree.route(id(ino));
+        if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+            if let Err(e) = fs.drop_privileges_for_write(fh.0, &caller(req)) {
+                return reply.error(err(e));
+            }
+        }
         match fs.write(fh.0, offset, data) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(err(e)),

@@ -10,11 +10,29 @@ use super::layer::{whiteout_name, Probe};
 use super::{Found, NodeState, Union, ROOT_ID};
 use crate::sys::{self, Res};
 
-/// Who asks: the owner new entries get.
+/// Who asks: the owner new entries get, and whose privileges decide what a write keeps.
 #[derive(Clone, Copy, Debug)]
 pub struct Caller {
     pub uid: u32,
     pub gid: u32,
+    /// The process, as the mount's PID namespace numbers it (0: not known).
+    pub pid: u32,
+}
+
+impl Caller {
+    /// Is `gid` the caller's group or one of its supplementary groups?
+    pub fn in_group(&self, gid: u32) -> bool {
+        if self.gid == gid {
+            return true;
+        }
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", self.pid)) else {
+            return false;
+        };
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Groups:"))
+            .is_some_and(|g| g.split_whitespace().any(|g| g.parse() == Ok(gid)))
+    }
 }
 
 /// What to make in `make_entry`.

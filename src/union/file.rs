@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use super::dir::Caller;
 use super::Union;
 use crate::sys::{self, Res};
 
@@ -24,6 +25,9 @@ pub enum SetTime {
     Now,
 }
 
+/// A file capability: dropped with the set-user-ID bit.
+const CAPABILITY_XATTR: &str = "security.capability";
+
 #[derive(Default, Debug)]
 pub struct SetAttr {
     pub mode: Option<u32>,
@@ -33,6 +37,17 @@ pub struct SetAttr {
     pub atime: Option<SetTime>,
     pub mtime: Option<SetTime>,
     pub fh: Option<u64>,
+    /// Who asks (None: strata itself, with every privilege).
+    pub caller: Option<Caller>,
+}
+
+/// What a file's privileges are dropped for.
+#[derive(Clone, Copy, PartialEq)]
+enum Change {
+    /// A write or a truncation.
+    Data,
+    /// A new owner or group.
+    Owner,
 }
 
 fn timespec(t: Option<SetTime>) -> libc::timespec {
@@ -171,6 +186,82 @@ impl Union {
         self.fgetattr(fh)
     }
 
+    fn set_mode(&self, pfd: i32, name: &OsStr, mode: u32) -> Res<()> {
+        if self.opts.xattr_permissions {
+            super::xattr::chmod_with_override(pfd, name, mode)
+        } else {
+            sys::chmodat(pfd, name, mode & 0o7777)
+        }
+    }
+
+    /// Drop what a regular file's writer, truncater or new owner must not inherit, by the rules
+    /// of Linux filesystems: a new owner never keeps the set-user-ID bit, nor the set-group-ID
+    /// bit where group execute is set (without it the bit marks mandatory locking); a caller
+    /// without privilege (not uid 0 of the mount's namespace) who writes or truncates drops
+    /// both, the set-group-ID bit only where group execute is set or the file's group is not
+    /// its own. A file capability goes in every case. Returns whether anything was dropped.
+    fn drop_privileges(
+        &self,
+        pfd: i32,
+        name: &OsStr,
+        change: Change,
+        who: Option<&Caller>,
+    ) -> Res<bool> {
+        let mut st = sys::fstatat(pfd, name)?;
+        if self.opts.xattr_permissions {
+            super::xattr::apply_override(pfd, name, &mut st);
+        }
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Ok(false);
+        }
+        let privileged = who.is_none_or(|c| c.uid == 0);
+        let mode = st.st_mode & 0o7777;
+        let mut keep = mode;
+        if change == Change::Owner || !privileged {
+            keep &= !libc::S_ISUID;
+        }
+        let group_exec = mode & libc::S_IXGRP != 0;
+        let drop_sgid = if group_exec {
+            change == Change::Owner || !privileged
+        } else {
+            !privileged && !who.is_some_and(|c| c.in_group(st.st_gid))
+        };
+        if drop_sgid {
+            keep &= !libc::S_ISGID;
+        }
+        let mut dropped = keep != mode;
+        if dropped {
+            self.set_mode(pfd, name, keep)?;
+        }
+        // Looked for first: removing one, even one that is not there, takes CAP_SETFCAP.
+        let p = sys::xattr_path(pfd, name)?;
+        let cap = OsStr::new(CAPABILITY_XATTR);
+        if sys::lgetxattr(&p, cap).is_ok() {
+            match sys::lremovexattr(&p, cap) {
+                Ok(()) => dropped = true,
+                Err(libc::ENODATA) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(dropped)
+    }
+
+    /// A write by a caller the kernel found without CAP_FSETID: drop the file's privileges if it
+    /// still has any (the kernel has normally had them dropped already, by an empty SETATTR).
+    pub fn drop_privileges_for_write(&self, fh: u64, who: &Caller) -> Res<()> {
+        let h = self.handle(fh)?;
+        let st = sys::fstat(h.fd.as_raw_fd())?;
+        if st.st_mode & (libc::S_ISUID | libc::S_ISGID) == 0 {
+            return Ok(());
+        }
+        let _g = self.write_ns();
+        let (_, path) = self.resolve(h.id)?;
+        let pfd = self.layer(0).dir(path.parent().unwrap_or(Path::new("")))?;
+        let name = path.file_name().ok_or(libc::EINVAL)?;
+        self.drop_privileges(pfd.as_raw_fd(), name, Change::Data, Some(who))
+            .map(drop)
+    }
+
     pub fn setattr(&self, id: u64, a: &SetAttr) -> Res<libc::stat> {
         self.writable()?;
         let _g = self.write_ns();
@@ -181,6 +272,18 @@ impl Union {
         // For the root, the name is empty and the calls act on the parent fd (the root) itself.
         let name = path.file_name().unwrap_or(OsStr::new("")).to_os_string();
         let name = name.as_os_str();
+        // What Linux filesystems do to a file that is truncated or given a new owner; a SETATTR
+        // that changes nothing is the kernel's way (FUSE_HANDLE_KILLPRIV_V2) of saying a write
+        // is about to come.
+        let nothing = a.mode.is_none()
+            && a.uid.is_none()
+            && a.gid.is_none()
+            && a.size.is_none()
+            && a.atime.is_none()
+            && a.mtime.is_none();
+        if a.size.is_some() || nothing {
+            self.drop_privileges(pfd, name, Change::Data, a.caller.as_ref())?;
+        }
         if a.uid.is_some() || a.gid.is_some() {
             let cur = sys::fstatat(pfd, name)?;
             let uid = a.uid.unwrap_or(u32::MAX);
@@ -195,9 +298,10 @@ impl Union {
                 }
                 r => r?,
             }
+            self.drop_privileges(pfd, name, Change::Owner, a.caller.as_ref())?;
         }
         if let Some(mode) = a.mode {
-            sys::chmodat(pfd, name, mode & 0o7777)?;
+            self.set_mode(pfd, name, mode)?;
         }
         if let Some(size) = a.size {
             match a.fh.and_then(|fh| self.handle(fh).ok()) {

@@ -69,24 +69,37 @@ fn parse_override(v: &[u8]) -> Option<(u32, u32, u32)> {
     Some((uid, gid, mode))
 }
 
+/// The owner, mode and type recorded in the override xattr, if there is one.
+fn read_override(dfd: i32, name: &OsStr) -> Option<(u32, u32, u32)> {
+    let p = sys::xattr_path(dfd, name).ok()?;
+    std::iter::once(OVERRIDE_XATTR)
+        .chain(FOREIGN_OVERRIDES)
+        .find_map(|key| sys::lgetxattr(&p, OsStr::new(key)).ok())
+        .and_then(|v| parse_override(&v))
+}
+
 /// Show the owner, mode and type recorded in the override xattr, if any.
 pub fn apply_override(dfd: i32, name: &OsStr, st: &mut libc::stat) {
-    let Ok(p) = sys::xattr_path(dfd, name) else {
-        return;
-    };
-    for key in std::iter::once(OVERRIDE_XATTR).chain(FOREIGN_OVERRIDES) {
-        if let Ok(v) = sys::lgetxattr(&p, OsStr::new(key)) {
-            if let Some((uid, gid, mode)) = parse_override(&v) {
-                st.st_uid = uid;
-                st.st_gid = gid;
-                if mode & libc::S_IFMT != 0 {
-                    st.st_mode = mode;
-                } else {
-                    st.st_mode = (st.st_mode & libc::S_IFMT) | (mode & 0o7777);
-                }
-            }
-            return;
+    if let Some((uid, gid, mode)) = read_override(dfd, name) {
+        st.st_uid = uid;
+        st.st_gid = gid;
+        if mode & libc::S_IFMT != 0 {
+            st.st_mode = mode;
+        } else {
+            st.st_mode = (st.st_mode & libc::S_IFMT) | (mode & 0o7777);
         }
+    }
+}
+
+/// chmod for a file that may carry an override: the permission bits change on the file and in
+/// the record alike, so the mode shown is the mode set.
+pub fn chmod_with_override(dfd: i32, name: &OsStr, mode: u32) -> Res<()> {
+    sys::chmodat(dfd, name, mode & 0o7777)?;
+    match read_override(dfd, name) {
+        Some((uid, gid, old)) => {
+            set_override(dfd, name, uid, gid, (old & libc::S_IFMT) | (mode & 0o7777))
+        }
+        None => Ok(()),
     }
 }
 

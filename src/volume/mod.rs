@@ -82,6 +82,7 @@ fn caller() -> Caller {
     Caller {
         uid: sys::geteuid(),
         gid: unsafe { libc::getegid() },
+        pid: std::process::id(),
     }
 }
 
