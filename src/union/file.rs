@@ -199,20 +199,20 @@ impl Union {
     /// bit where group execute is set (without it the bit marks mandatory locking); a caller
     /// without privilege (not uid 0 of the mount's namespace) who writes or truncates drops
     /// both, the set-group-ID bit only where group execute is set or the file's group is not
-    /// its own. A file capability goes in every case. Returns whether anything was dropped.
+    /// its own. A file capability goes in every case.
     fn drop_privileges(
         &self,
         pfd: i32,
         name: &OsStr,
         change: Change,
         who: Option<&Caller>,
-    ) -> Res<bool> {
+    ) -> Res<()> {
         let mut st = sys::fstatat(pfd, name)?;
         if self.opts.xattr_permissions {
             super::xattr::apply_override(pfd, name, &mut st);
         }
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-            return Ok(false);
+            return Ok(());
         }
         let privileged = who.is_none_or(|c| c.uid == 0);
         let mode = st.st_mode & 0o7777;
@@ -229,8 +229,7 @@ impl Union {
         if drop_sgid {
             keep &= !libc::S_ISGID;
         }
-        let mut dropped = keep != mode;
-        if dropped {
+        if keep != mode {
             self.set_mode(pfd, name, keep)?;
         }
         // Looked for first: removing one, even one that is not there, takes CAP_SETFCAP.
@@ -238,12 +237,11 @@ impl Union {
         let cap = OsStr::new(CAPABILITY_XATTR);
         if sys::lgetxattr(&p, cap).is_ok() {
             match sys::lremovexattr(&p, cap) {
-                Ok(()) => dropped = true,
-                Err(libc::ENODATA) => {}
+                Ok(()) | Err(libc::ENODATA) => {}
                 Err(e) => return Err(e),
             }
         }
-        Ok(dropped)
+        Ok(())
     }
 
     /// A write by a caller the kernel found without CAP_FSETID: drop the file's privileges if it
@@ -259,7 +257,6 @@ impl Union {
         let pfd = self.layer(0).dir(path.parent().unwrap_or(Path::new("")))?;
         let name = path.file_name().ok_or(libc::EINVAL)?;
         self.drop_privileges(pfd.as_raw_fd(), name, Change::Data, Some(who))
-            .map(drop)
     }
 
     pub fn setattr(&self, id: u64, a: &SetAttr) -> Res<libc::stat> {
