@@ -200,24 +200,21 @@ fn a_refused_chown_is_kept_in_an_xattr_and_reported() {
     let f = fixture();
     let out = run_as_user(&f, CHOWN_SCRIPT);
     let mnt = f.base.join("mnt");
-    for tag in ["OWNER", "REMOUNTED"] {
-        for n in ["new", "keep"] {
-            let want = format!("{tag} {}/{n} 12345:12346", mnt.display());
-            assert!(
-                out.stdout.contains(&want),
-                "expected `{want}`:\n{}",
-                out.describe()
-            );
-        }
-    }
-    // A chmod after the refused chown shows, then and after a remount.
-    for tag in ["MODE", "MODE AGAIN"] {
-        let want = format!("{tag} {}/keep 751", mnt.display());
+    let expect = |want: String| {
         assert!(
             out.stdout.contains(&want),
             "expected `{want}`:\n{}",
             out.describe()
-        );
+        )
+    };
+    for tag in ["OWNER", "REMOUNTED"] {
+        for n in ["new", "keep"] {
+            expect(format!("{tag} {}/{n} 12345:12346", mnt.display()));
+        }
+    }
+    // A chmod after the refused chown shows, then and after a remount.
+    for tag in ["MODE", "MODE AGAIN"] {
+        expect(format!("{tag} {}/keep 751", mnt.display()));
     }
     // The real owner on disk is the user; the intended one is in a user. xattr.
     let up = f.base.join("upper");

@@ -697,9 +697,12 @@ class Bench:
         1 GiB file was deleted and 1.3-1.9 s after a 3-8 s pause, for a plain directory as for
         any overlay, so which implementation followed an idle gap decided the result."""
         p = os.path.join(self.dir, "prime")
-        sh(["dd", "if=/dev/zero", "of=" + p, "bs=1M", "count=%d" % self.big_mib, "conv=fsync", "status=none"],
-           self.timeout)
-        os.unlink(p)
+        try:
+            sh(["dd", "if=/dev/zero", "of=" + p, "bs=1M", "count=%d" % self.big_mib, "conv=fsync",
+                "status=none"], self.timeout)
+        finally:  # a failed or interrupted dd leaves no 1 GiB file behind
+            if os.path.exists(p):
+                os.unlink(p)
         os.sync()
 
     def w_seq_write(self, impl):

@@ -41,6 +41,17 @@ pub struct SetAttr {
     pub caller: Option<Caller>,
 }
 
+impl SetAttr {
+    fn changes_nothing(&self) -> bool {
+        self.mode.is_none()
+            && self.uid.is_none()
+            && self.gid.is_none()
+            && self.size.is_none()
+            && self.atime.is_none()
+            && self.mtime.is_none()
+    }
+}
+
 /// What a file's privileges are dropped for.
 #[derive(Clone, Copy, PartialEq)]
 enum Change {
@@ -253,32 +264,29 @@ impl Union {
             return Ok(());
         }
         let _g = self.write_ns();
-        let (_, path) = self.resolve(h.id)?;
+        let (pfd, name) = self.upper_entry(h.id)?;
+        self.drop_privileges(pfd.as_raw_fd(), &name, Change::Data, Some(who))
+    }
+
+    /// The upper directory holding node `id` (copied up already), and its name there. For the
+    /// root, the name is empty and calls given it act on the directory fd (the root) itself.
+    fn upper_entry(&self, id: u64) -> Res<(OwnedFd, std::ffi::OsString)> {
+        let (_, path) = self.resolve(id)?;
         let pfd = self.layer(0).dir(path.parent().unwrap_or(Path::new("")))?;
-        let name = path.file_name().ok_or(libc::EINVAL)?;
-        self.drop_privileges(pfd.as_raw_fd(), name, Change::Data, Some(who))
+        let name = path.file_name().unwrap_or(OsStr::new("")).to_os_string();
+        Ok((pfd, name))
     }
 
     pub fn setattr(&self, id: u64, a: &SetAttr) -> Res<libc::stat> {
         self.writable()?;
         let _g = self.write_ns();
         self.copy_up(id)?;
-        let (_, path) = self.resolve(id)?;
-        let pfd = self.layer(0).dir(path.parent().unwrap_or(Path::new("")))?;
-        let pfd = pfd.as_raw_fd();
-        // For the root, the name is empty and the calls act on the parent fd (the root) itself.
-        let name = path.file_name().unwrap_or(OsStr::new("")).to_os_string();
-        let name = name.as_os_str();
+        let (pfd, name) = self.upper_entry(id)?;
+        let (pfd, name) = (pfd.as_raw_fd(), name.as_os_str());
         // What Linux filesystems do to a file that is truncated or given a new owner; a SETATTR
         // that changes nothing is the kernel's way (FUSE_HANDLE_KILLPRIV_V2) of saying a write
         // is about to come.
-        let nothing = a.mode.is_none()
-            && a.uid.is_none()
-            && a.gid.is_none()
-            && a.size.is_none()
-            && a.atime.is_none()
-            && a.mtime.is_none();
-        if a.size.is_some() || nothing {
+        if a.size.is_some() || a.changes_nothing() {
             self.drop_privileges(pfd, name, Change::Data, a.caller.as_ref())?;
         }
         if a.uid.is_some() || a.gid.is_some() {
