@@ -50,6 +50,26 @@ stat -c 'MODE AGAIN %n %a' "$M/keep"
 echo "DONE"
 "#;
 
+/// Without default_permissions the kernel checks nothing: strata must, for access(2) and open.
+const ACCESS_SCRIPT: &str = r#"
+set -u
+S="$1"; B="$2"; M="$B/mnt"
+"$S" mount -o "lowerdir=$B/lower,upperdir=$B/upper,workdir=$B/work" "$M" || exit 1
+t() { if test "$1" "$2"; then echo "YES $1 ${2##*/}"; else echo "NO $1 ${2##*/}"; fi; }
+t -x "$M/plain644"
+t -w "$M/readonly444"
+t -w "$M/rootfile"
+t -r "$M/plain644"
+t -w "$M/plain644"
+t -x "$M/script755"
+if echo x >> "$M/readonly444" 2>/dev/null; then echo "OPENED readonly444"; else echo "REFUSED readonly444"; fi
+if echo x >> "$M/rootfile" 2>/dev/null; then echo "OPENED rootfile"; else echo "REFUSED rootfile"; fi
+if cat "$M/secret600" >/dev/null 2>&1; then echo "OPENED secret600"; else echo "REFUSED secret600"; fi
+echo x >> "$M/plain644" && echo "OPENED plain644"
+"$S" umount "$M"
+echo "DONE"
+"#;
+
 struct Fx {
     _guard: UnmountGuard,
     _tmp: tempfile::TempDir,
@@ -193,6 +213,45 @@ fn an_unprivileged_user_mounts_and_writes() {
         }
     }
     assert_eq!(read(f.lower.path("gone")), "gone\n", "the lower changed");
+}
+
+#[test]
+fn access_and_open_are_checked_against_the_modes_shown() {
+    let f = fixture();
+    f.lower
+        .file_mode("plain644", "p\n", 0o644)
+        .file_mode("readonly444", "r\n", 0o444)
+        .file_mode("script755", "#!/bin/sh\n", 0o755)
+        .file_mode("rootfile", "root\n", 0o644)
+        .file_mode("secret600", "s\n", 0o600);
+    for n in ["plain644", "readonly444", "script755"] {
+        f.lower.owner(n, f.uid, f.gid);
+    }
+    let out = run_as_user(&f, ACCESS_SCRIPT);
+    for want in [
+        "NO -x plain644",
+        "NO -w readonly444",
+        "NO -w rootfile",
+        "YES -r plain644",
+        "YES -w plain644",
+        "YES -x script755",
+        "REFUSED readonly444",
+        "REFUSED rootfile",
+        "REFUSED secret600",
+        "OPENED plain644",
+    ] {
+        assert!(
+            out.stdout.lines().any(|l| l == want),
+            "expected `{want}`:\n{}",
+            out.describe()
+        );
+    }
+    // A refused open copies nothing up; the allowed one did.
+    let up = f.base.join("upper");
+    for n in ["readonly444", "rootfile", "secret600"] {
+        assert!(!exists(up.join(n)), "{n} was copied up by a refused open");
+    }
+    assert_eq!(read(up.join("plain644")), "p\nx\n");
 }
 
 #[test]

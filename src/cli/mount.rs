@@ -445,6 +445,7 @@ fn serve(layout: &Layout, source: Option<&str>, notify: Option<&OwnedFd>) -> Res
         xattr_permissions: !root,
         plain: false,
         id_base: 0,
+        check_permissions: !root && !o.default_permissions,
     };
     let read_only = opts.read_only;
     let fs =

@@ -481,10 +481,10 @@ impl Filesystem for StrataFs {
         );
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         log::debug!("open {} {:#x}", ino.0, flags.0);
         let (_, fs, local) = self.tree.route(id(ino));
-        let fh = match fs.open(local, flags.0) {
+        let fh = match fs.open(local, flags.0, Some(&caller(req))) {
             Ok(fh) => fh,
             Err(e) => return reply.error(err(e)),
         };
@@ -702,12 +702,14 @@ impl Filesystem for StrataFs {
     fn fsyncdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
-        _datasync: bool,
+        datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        log::debug!("fsyncdir {}", ino.0);
+        let (_, fs, local) = self.tree.route(id(ino));
+        done(reply, fs.fsyncdir(local, datasync))
     }
 
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
@@ -768,9 +770,11 @@ impl Filesystem for StrataFs {
         done(reply, fs.removexattr(local, name))
     }
 
-    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
-        // Permission checks are the kernel's (default_permissions).
-        reply.ok();
+    /// Only mounts without default_permissions get ACCESS: the kernel checks for the others.
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        log::debug!("access {} {:#o}", ino.0, mask.bits());
+        let (_, fs, local) = self.tree.route(id(ino));
+        done(reply, fs.access(local, mask.bits(), &caller(req)))
     }
 
     fn create(

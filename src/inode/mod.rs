@@ -6,8 +6,13 @@
 //! the number it had below, so its upper inode maps to the lower-derived number. Hard links share
 //! the upper inode and so share the number; a rename keeps the upper inode and so keeps it too.
 //!
-//! The whole table is loaded into a DashMap at mount: lookups never touch RocksDB. Writes go
-//! to both, RocksDB through its write-ahead log, and are flushed at unmount.
+//! A copied-up file that has other names in its lower layer (a hard link) also records how many
+//! names it had there and how many of them the upper holds already, so that the link count it
+//! shows stays right while the rest are linked up one by one (see union::link).
+//!
+//! The whole table is loaded into a DashMap at mount: lookups never touch RocksDB. An entry is
+//! synced to RocksDB's write-ahead log before the copy it describes becomes visible, so that
+//! after a crash or power loss every visible copy still has its number.
 
 use std::path::Path;
 
@@ -39,8 +44,39 @@ pub fn open_db(dir: &Path, write_buffer: usize) -> Result<rocksdb::DB, rocksdb::
     rocksdb::DB::open(&opts, dir)
 }
 
+/// What the table knows of one upper inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// The st_ino it carries.
+    pub ino: u64,
+    /// For a hard-linked lower file: (names it had in its lower layer, how many of those the
+    /// upper has linked up so far). Its upper inode has one more link, in the workdir's index.
+    pub links: Option<(u32, u32)>,
+}
+
+impl Record {
+    fn encode(&self) -> Vec<u8> {
+        match self.links {
+            None => bincode::serialize(&self.ino).unwrap(),
+            Some(l) => bincode::serialize(&(self.ino, l.0, l.1)).unwrap(),
+        }
+    }
+
+    fn decode(v: &[u8]) -> Option<Record> {
+        if v.len() == 8 {
+            let ino = bincode::deserialize(v).ok()?;
+            return Some(Record { ino, links: None });
+        }
+        let (ino, lower, linked): (u64, u32, u32) = bincode::deserialize(v).ok()?;
+        Some(Record {
+            ino,
+            links: Some((lower, linked)),
+        })
+    }
+}
+
 pub struct InodeTable {
-    map: DashMap<u64, u64>,
+    map: DashMap<u64, Record>,
     db: Option<rocksdb::DB>,
 }
 
@@ -71,8 +107,8 @@ impl InodeTable {
                 break;
             }
             let upper = u64::from_be_bytes(k[1..9].try_into().unwrap());
-            let ino: u64 = bincode::deserialize(&v).context("corrupt inode table entry")?;
-            map.insert(upper, ino);
+            let rec = Record::decode(&v).context("corrupt inode table entry")?;
+            map.insert(upper, rec);
         }
         Ok(InodeTable { map, db: Some(db) })
     }
@@ -84,17 +120,25 @@ impl InodeTable {
 
     /// The number a copied-up upper inode stands for, if it was copied up.
     pub fn get(&self, upper_ino: u64) -> Option<u64> {
+        self.map.get(&upper_ino).map(|v| v.ino)
+    }
+
+    /// The whole record of a copied-up upper inode.
+    pub fn record(&self, upper_ino: u64) -> Option<Record> {
         self.map.get(&upper_ino).map(|v| *v)
     }
 
-    /// Record that upper inode `upper_ino` carries st_ino `ino`. Called before the copy is
-    /// renamed into place, so a visible copy always has its entry.
-    pub fn insert(&self, upper_ino: u64, ino: u64) -> std::io::Result<()> {
+    /// Record what upper inode `upper_ino` stands for. Called before the copy is renamed into
+    /// place; with `durable`, the entry is on disk when this returns, so a visible copy has its
+    /// entry even after a power loss.
+    pub fn put(&self, upper_ino: u64, rec: Record, durable: bool) -> std::io::Result<()> {
         if let Some(db) = &self.db {
-            db.put(key(upper_ino), bincode::serialize(&ino).unwrap())
+            let mut wo = rocksdb::WriteOptions::default();
+            wo.set_sync(durable);
+            db.put_opt(key(upper_ino), rec.encode(), &wo)
                 .map_err(std::io::Error::other)?;
         }
-        self.map.insert(upper_ino, ino);
+        self.map.insert(upper_ino, rec);
         Ok(())
     }
 
@@ -144,13 +188,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let t = InodeTable::open(dir.path()).unwrap();
-            t.insert(42, encode(1, 9)).unwrap();
-            t.insert(43, encode(2, 10)).unwrap();
+            let plain = |ino| Record { ino, links: None };
+            t.put(42, plain(encode(1, 9)), true).unwrap();
+            t.put(43, plain(encode(2, 10)), false).unwrap();
+            let linked = Record {
+                ino: encode(1, 11),
+                links: Some((3, 2)),
+            };
+            t.put(44, linked, true).unwrap();
             t.remove(43);
         }
         let t = InodeTable::open(dir.path()).unwrap();
         assert_eq!(t.get(42), Some(encode(1, 9)));
         assert_eq!(t.get(43), None);
-        assert_eq!(t.len(), 1);
+        assert_eq!(t.record(44).unwrap().links, Some((3, 2)));
+        assert_eq!(t.len(), 2);
     }
 }

@@ -2,13 +2,15 @@
 //!
 //! The copy is built in `workdir/work` under a temporary name, with data (holes kept), owner,
 //! mode, xattrs and timestamps, flushed to disk, and only then renamed into place: a crash
-//! leaves either no copy or a whole one, never a partial file in the upper.
+//! leaves either no copy or a whole one, never a partial file in the upper. A file's data is
+//! copied without the namespace lock (`copy_up_for_write`); only the rename takes it.
 
-use std::ffi::OsStr;
-use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 
-use super::{xattr, Union};
+use super::{xattr, NodeState, Union};
+use crate::inode::Record;
 use crate::sys::{self, Res};
 
 /// What a copy carries besides its data: set on an entry of `dirfd` in this order, because
@@ -20,78 +22,246 @@ pub(crate) struct Attrs {
     pub times: Option<[libc::timespec; 2]>,
 }
 
+/// The lower entry a copy is made from, opened while the namespace lock is held: lower layers
+/// never change, so the copy itself can then go on without it.
+pub(crate) struct Source {
+    layer: usize,
+    path: PathBuf,
+    dir: OwnedFd,
+    name: OsString,
+    st: libc::stat,
+}
+
+/// A complete copy in the workdir, not yet in place.
+pub(crate) struct Built {
+    tmp: OsString,
+    kind: u32,
+    upper_ino: u64,
+    layer: usize,
+    from: PathBuf,
+    lower_nlink: u64,
+}
+
 impl Union {
     /// Copy node `id` (and its parents, first) up. The caller holds the namespace lock.
     pub fn copy_up(&self, id: u64) -> Res<()> {
-        let (st, path) = self.resolve(id)?;
+        let (st, _) = self.resolve(id)?;
         if st.upper {
             return Ok(());
         }
         self.writable()?;
-        let (parent, name) = st.names.first().cloned().ok_or(libc::ENOENT)?;
+        let (parent, _) = st.names.first().cloned().ok_or(libc::ENOENT)?;
         self.copy_up(parent)?;
-        let src = st.lowers.first().ok_or(libc::ENOENT)?.clone();
-        let (sparent, sname) = src.parent_and_name();
-        let sfd = self.layer(src.layer).dir(sparent)?;
-        let sst = sys::fstatat(sfd.as_raw_fd(), sname)?;
+        if self.link_up_indexed(id, &st)? {
+            return Ok(());
+        }
+        let src = self.source_of(&st)?;
+        let built = self.build_copy(&src, true)?;
+        self.install_copy(id, built)
+    }
+
+    /// Copy a node up before a change to its data or attributes (open for writing, setattr,
+    /// setxattr) without holding the namespace lock while a file's data is copied: the rest of
+    /// the mount goes on meanwhile, as with the kernel's copy-up. Only the rename into place
+    /// takes the lock. Two callers for one node make one copy. With `truncate`, the caller is
+    /// about to cut the file to nothing, so no data is copied.
+    pub fn copy_up_for_write(&self, id: u64, truncate: bool) -> Res<()> {
+        let node = self.node(id)?;
+        if node.st.read().unwrap().upper {
+            return Ok(());
+        }
+        self.writable()?;
+        let _one = node.copying.lock().unwrap();
+        let src = {
+            let _g = self.write_ns();
+            let (st, _) = self.resolve(id)?;
+            if st.upper {
+                return Ok(());
+            }
+            if st.kind != libc::S_IFREG {
+                return self.copy_up(id); // no data: nothing worth leaving the lock for
+            }
+            let (parent, _) = st.names.first().cloned().ok_or(libc::ENOENT)?;
+            self.copy_up(parent)?;
+            if self.link_up_indexed(id, &st)? {
+                return Ok(());
+            }
+            self.source_of(&st)?
+        };
+        let built = self.build_copy(&src, !truncate)?;
+        let _g = self.write_ns();
+        // Renames, unlinks and other copy-ups may have happened meanwhile.
+        let parent = match self.resolve(id) {
+            Ok((st, _)) if !st.upper => st.names.first().map(|n| n.0),
+            Ok(_) => {
+                self.discard_copy(&built);
+                return Ok(());
+            }
+            Err(e) => {
+                self.discard_copy(&built);
+                return Err(e);
+            }
+        };
+        if let Err(e) = parent.ok_or(libc::ENOENT).and_then(|p| self.copy_up(p)) {
+            self.discard_copy(&built);
+            return Err(e);
+        }
+        self.install_copy(id, built)
+    }
+
+    fn source_of(&self, st: &NodeState) -> Res<Source> {
+        let loc = st.lowers.first().ok_or(libc::ENOENT)?;
+        let (sparent, sname) = loc.parent_and_name();
+        let dir = self.layer(loc.layer).dir(sparent)?;
+        let sst = sys::fstatat(dir.as_raw_fd(), sname)?;
+        Ok(Source {
+            layer: loc.layer,
+            path: loc.path.clone(),
+            name: sname.to_os_string(),
+            dir,
+            st: sst,
+        })
+    }
+
+    /// Build the copy of `src` in the workdir under a temporary name: data (holes kept, unless
+    /// not `data`), owner, mode, xattrs and times, flushed to disk.
+    fn build_copy(&self, src: &Source, data: bool) -> Res<Built> {
         let work = self.work_fd()?;
         let tmp = self.tmp_name();
+        let sst = &src.st;
         let kind = sst.st_mode & libc::S_IFMT;
-        let ppath = path.parent().unwrap_or(Path::new(""));
-        let ufd = self.layer(0).dir(ppath)?;
-        let pst = sys::fstatat(ufd.as_raw_fd(), OsStr::new(""))?;
-
-        let made = (|| -> Res<()> {
+        let (sfd, sname) = (src.dir.as_raw_fd(), src.name.as_os_str());
+        let made = (|| -> Res<u64> {
             match kind {
                 libc::S_IFREG => {
-                    let s = sys::openat(sfd.as_raw_fd(), sname, libc::O_RDONLY, 0)?;
                     let d = sys::openat(
                         work,
                         &tmp,
                         libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
                         0o600,
                     )?;
-                    sys::copy_data(s.as_raw_fd(), d.as_raw_fd(), sst.st_size as u64)?;
-                    self.finish_copy(work, &tmp, &sst, Some((sfd.as_raw_fd(), sname)))?;
+                    if data {
+                        let s = sys::openat(sfd, sname, libc::O_RDONLY, 0)?;
+                        sys::copy_data(s.as_raw_fd(), d.as_raw_fd(), sst.st_size as u64)?;
+                    }
+                    self.finish_copy(work, &tmp, sst, Some((sfd, sname)))?;
                     // On disk before it becomes visible, as kernel overlayfs does.
                     sys::fsync(d.as_raw_fd(), false)?;
                 }
                 libc::S_IFDIR => {
                     sys::mkdirat(work, &tmp, 0o700)?;
-                    self.finish_copy(work, &tmp, &sst, Some((sfd.as_raw_fd(), sname)))?;
+                    self.finish_copy(work, &tmp, sst, Some((sfd, sname)))?;
                 }
                 libc::S_IFLNK => {
-                    let target = sys::readlinkat(sfd.as_raw_fd(), sname)?;
+                    let target = sys::readlinkat(sfd, sname)?;
                     sys::symlinkat(&target, work, &tmp)?;
-                    self.finish_copy(work, &tmp, &sst, Some((sfd.as_raw_fd(), sname)))?;
+                    self.finish_copy(work, &tmp, sst, Some((sfd, sname)))?;
                 }
                 _ => {
                     self.make_special(work, &tmp, sst.st_mode, sst.st_rdev)?;
-                    self.finish_copy(work, &tmp, &sst, Some((sfd.as_raw_fd(), sname)))?;
+                    self.finish_copy(work, &tmp, sst, Some((sfd, sname)))?;
                 }
             }
-            let ust = sys::fstatat(work, &tmp)?;
-            // The identity goes into the table before the copy can be seen.
-            self.inodes.insert(ust.st_ino, id).map_err(|_| libc::EIO)?;
-            sys::renameat2(work, &tmp, ufd.as_raw_fd(), &name, libc::RENAME_NOREPLACE)
+            Ok(sys::fstatat(work, &tmp)?.st_ino)
         })();
-        if let Err(e) = made {
-            let _ = sys::unlinkat(work, &tmp, kind == libc::S_IFDIR);
-            log::warn!("copy-up of /{} failed: {}", path.display(), errstr(e));
-            return Err(e);
+        match made {
+            Ok(upper_ino) => Ok(Built {
+                tmp,
+                kind,
+                upper_ino,
+                layer: src.layer,
+                from: src.path.clone(),
+                lower_nlink: sst.st_nlink,
+            }),
+            Err(e) => {
+                let _ = sys::unlinkat(work, &tmp, kind == libc::S_IFDIR);
+                log::warn!("copy-up of /{} failed: {}", src.path.display(), errstr(e));
+                Err(e)
+            }
         }
+    }
+
+    fn discard_copy(&self, b: &Built) {
+        if let Ok(work) = self.work_fd() {
+            let _ = sys::unlinkat(work, &b.tmp, b.kind == libc::S_IFDIR);
+        }
+    }
+
+    /// Put a built copy of node `id` in place at its name. The caller holds the namespace lock
+    /// and has copied up its parent. The copy's identity is on disk first (its record, and
+    /// for a hard-linked lower file its index link): once a name shows it, a crash cannot
+    /// give it another number or another copy. A hard-linked lower file's other known names
+    /// are linked to it at once.
+    fn install_copy(&self, id: u64, b: Built) -> Res<()> {
+        let work = self.work_fd()?;
+        let (st, path) = match self.resolve(id) {
+            Ok(r) => r,
+            Err(e) => {
+                self.discard_copy(&b);
+                return Err(e);
+            }
+        };
+        let name = path.file_name().unwrap_or(OsStr::new("")).to_os_string();
+        let linked = b.kind == libc::S_IFREG && b.lower_nlink > 1;
+        let placed = (|| -> Res<libc::stat> {
+            let ufd = self.layer(0).dir(path.parent().unwrap_or(Path::new("")))?;
+            let pst = sys::fstatat(ufd.as_raw_fd(), OsStr::new(""))?;
+            let rec = Record {
+                ino: id,
+                links: linked.then_some((b.lower_nlink.min(u32::MAX as u64) as u32, 1)),
+            };
+            // A directory's number derives from its lower directory again after a crash; a
+            // file's number is kept only by its record, which must be durable.
+            self.inodes
+                .put(b.upper_ino, rec, b.kind != libc::S_IFDIR)
+                .map_err(|_| libc::EIO)?;
+            if linked {
+                self.index_add(work, &b.tmp, id)?;
+            }
+            sys::renameat2(work, &b.tmp, ufd.as_raw_fd(), &name, libc::RENAME_NOREPLACE)?;
+            Ok(pst)
+        })();
+        let pst = match placed {
+            Ok(pst) => pst,
+            Err(e) => {
+                self.inodes.remove(b.upper_ino);
+                if linked {
+                    self.index_remove(id);
+                }
+                self.discard_copy(&b);
+                log::warn!("copy-up of /{} failed: {}", path.display(), errstr(e));
+                return Err(e);
+            }
+        };
         // Copy-up is invisible to users: the parent keeps its timestamps.
-        let _ = sys::utimensat(ufd.as_raw_fd(), OsStr::new(""), &sys::times_of(&pst));
+        if let Ok(ufd) = self.layer(0).dir(path.parent().unwrap_or(Path::new(""))) {
+            let _ = sys::utimensat(ufd.as_raw_fd(), OsStr::new(""), &sys::times_of(&pst));
+        }
         if let Ok(n) = self.node(id) {
             n.st.write().unwrap().upper = true;
+        }
+        if b.kind == libc::S_IFDIR {
+            self.unsynced_dirs.insert(id);
         }
         log::info!(
             "copy-up /{}: {} from lower layer {} ({})",
             path.display(),
-            kind_name(kind),
-            src.layer,
-            self.layer(src.layer).path.join(&src.path).display()
+            kind_name(b.kind),
+            b.layer,
+            self.layer(b.layer).path.join(&b.from).display()
         );
+        if linked {
+            for (p, n) in st.names.iter().skip(1) {
+                if let Err(e) = self.link_name(id, *p, n) {
+                    log::warn!(
+                        "copy-up /{}: cannot link its other name {:?}: {}",
+                        path.display(),
+                        n,
+                        errstr(e)
+                    );
+                }
+            }
+        }
         Ok(())
     }
 

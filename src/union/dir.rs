@@ -346,9 +346,7 @@ impl Union {
             (None, _) => self.whiteout(ufd, name, false, is_dir)?,
         }
         if let Some(u) = &found.upper {
-            if is_dir || u.st_nlink <= 1 {
-                self.inodes.remove(u.st_ino);
-            }
+            self.upper_name_gone(u);
         }
         if has_lower {
             log::info!(
@@ -492,11 +490,7 @@ impl Union {
                 {
                     self.discard(nfd, newname)?;
                 }
-                Probe::Entry(st) => {
-                    if st.st_nlink <= 1 {
-                        self.inodes.remove(st.st_ino);
-                    }
-                }
+                Probe::Entry(st) => self.upper_name_gone(&st),
                 Probe::Whiteout => {
                     target_wh_file = sys::stat_opt(nfd, newname)?.is_none();
                     target_wh_dev = !target_wh_file;

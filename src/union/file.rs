@@ -98,11 +98,15 @@ pub fn wants_write(flags: i32) -> bool {
 }
 
 impl Union {
-    pub fn open(&self, id: u64, flags: i32) -> Res<u64> {
+    /// Open node `id` for `who` (None: strata itself). A refused open copies nothing up.
+    pub fn open(&self, id: u64, flags: i32, who: Option<&Caller>) -> Res<u64> {
+        if let Some(c) = who {
+            self.check_open(id, flags, c)?;
+        }
         let (fd, upper) = if wants_write(flags) {
             self.writable()?;
-            let _g = self.write_ns();
-            self.copy_up(id)?;
+            self.copy_up_for_write(id, flags & libc::O_TRUNC != 0)?;
+            let _g = self.read_ns();
             self.open_top(id, flags)?
         } else {
             let _g = self.read_ns();
@@ -161,6 +165,50 @@ impl Union {
         sys::fsync(h.fd.as_raw_fd(), datasync)
     }
 
+    /// fsync(2) of directory `id`: its upper directory, and the parents of the directories on
+    /// its path that copy-up made since the last fsyncdir, whose entries are not durable
+    /// otherwise. A directory that is only in lower layers has nothing to sync.
+    pub fn fsyncdir(&self, id: u64, datasync: bool) -> Res<()> {
+        let _g = self.read_ns();
+        let (st, path) = self.resolve(id)?;
+        if !st.upper || self.upper.is_none() {
+            return Ok(());
+        }
+        let sync_dir = |p: &Path| -> Res<()> {
+            let d = self.layer(0).dir(p)?;
+            let f = sys::openat(
+                d.as_raw_fd(),
+                OsStr::new("."),
+                libc::O_RDONLY | libc::O_DIRECTORY,
+                0,
+            )?;
+            sys::fsync(f.as_raw_fd(), datasync)
+        };
+        sync_dir(&path)?;
+        let mut cur = id;
+        let mut p = path.as_path();
+        while cur != super::ROOT_ID {
+            let parent = p.parent().unwrap_or(Path::new(""));
+            if self.unsynced_dirs.remove(&cur).is_some() {
+                if let Err(e) = sync_dir(parent) {
+                    self.unsynced_dirs.insert(cur);
+                    return Err(e);
+                }
+            }
+            cur = self
+                .node(cur)?
+                .st
+                .read()
+                .unwrap()
+                .names
+                .first()
+                .ok_or(libc::ENOENT)?
+                .0;
+            p = parent;
+        }
+        Ok(())
+    }
+
     pub fn fallocate(&self, fh: u64, off: u64, len: u64, mode: i32) -> Res<()> {
         let h = self.handle(fh)?;
         sys::fallocate(h.fd.as_raw_fd(), mode, off, len)
@@ -182,6 +230,9 @@ impl Union {
     pub fn fgetattr(&self, fh: u64) -> Res<libc::stat> {
         let h = self.handle(fh)?;
         let mut st = sys::fstat(h.fd.as_raw_fd())?;
+        if h.upper {
+            st.st_nlink = self.shown_nlink(&st);
+        }
         st.st_ino = h.id;
         Ok(st)
     }
@@ -279,6 +330,7 @@ impl Union {
 
     pub fn setattr(&self, id: u64, a: &SetAttr) -> Res<libc::stat> {
         self.writable()?;
+        self.copy_up_for_write(id, a.size == Some(0))?;
         let _g = self.write_ns();
         self.copy_up(id)?;
         let (pfd, name) = self.upper_entry(id)?;

@@ -7,14 +7,19 @@
 //! same id, before and after copy-up and across remounts. Only the root differs: FUSE fixes its
 //! id at 1.
 //!
-//! Concurrency: operations that change the namespace (create, remove, rename, copy-up) hold
-//! `ns` for writing; lookups and readdir hold it for reading; data I/O on open files takes no lock.
+//! Concurrency: operations that change the namespace (create, remove, rename, putting a copy-up
+//! in place) hold `ns` for writing; lookups, readdir and whatever reads a node by its path
+//! (getattr, readlink, xattrs) hold it for reading, so a rename never comes between building a
+//! path and using it. A file's data is copied up under a lock of that node only; data I/O on
+//! open files takes no lock.
 
+pub mod access;
 pub mod copy_up;
 pub mod dir;
 pub mod file;
 pub mod graft;
 pub mod layer;
+pub mod link;
 pub mod lowerindex;
 pub mod readdir;
 pub mod xattr;
@@ -23,9 +28,9 @@ use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
-use dashmap::DashMap;
+use dashmap::{DashMap, DashSet};
 
 use crate::inode::{encode, InodeTable};
 use crate::sys::{self, Res};
@@ -79,6 +84,19 @@ pub struct Node {
     pub id: u64,
     pub lookups: AtomicU64,
     pub st: RwLock<NodeState>,
+    /// Held while this node's data is copied up (see copy_up_for_write).
+    pub copying: Mutex<()>,
+}
+
+impl Node {
+    fn new(id: u64, lookups: u64, st: NodeState) -> Arc<Node> {
+        Arc::new(Node {
+            id,
+            lookups: AtomicU64::new(lookups),
+            st: RwLock::new(st),
+            copying: Mutex::new(()),
+        })
+    }
 }
 
 impl Node {
@@ -102,6 +120,9 @@ pub struct Options {
     /// Added to layer indexes in node ids, so that several unions served in one tree (the
     /// union and its grafts, see graft) never hand out the same id.
     pub id_base: usize,
+    /// The kernel does not check permissions (no default_permissions): strata does, for
+    /// access(2) and open (see access).
+    pub check_permissions: bool,
 }
 
 /// What a directory holds under one name, across all layers.
@@ -148,6 +169,10 @@ pub struct Union {
     listing_key: std::hash::RandomState,
     lower_dirs: LowerDirs,
     fh_seq: AtomicU64,
+    /// `workdir/strata/index`: copied-up hard links by node id (see link).
+    index: OnceLock<OwnedFd>,
+    /// Directories copied up whose entry in their parent no fsyncdir has made durable yet.
+    unsynced_dirs: DashSet<u64>,
 }
 
 fn is_dir(st: &libc::stat) -> bool {
@@ -176,6 +201,8 @@ impl Union {
             listing_key: std::hash::RandomState::new(),
             lower_dirs: LowerDirs::new(),
             fh_seq: AtomicU64::new(1),
+            index: OnceLock::new(),
+            unsynced_dirs: DashSet::new(),
         };
         let lowers: Vec<Loc> = (1..=u.lowers.len())
             .map(|layer| Loc {
@@ -189,14 +216,7 @@ impl Union {
             upper: u.upper.is_some(),
             lowers,
         };
-        u.nodes.insert(
-            ROOT_ID,
-            Arc::new(Node {
-                id: ROOT_ID,
-                lookups: AtomicU64::new(1),
-                st: RwLock::new(root),
-            }),
-        );
+        u.nodes.insert(ROOT_ID, Node::new(ROOT_ID, 1, root));
         Ok(u)
     }
 
@@ -504,13 +524,7 @@ impl Union {
         let node = self
             .nodes
             .entry(id)
-            .or_insert_with(|| {
-                Arc::new(Node {
-                    id,
-                    lookups: AtomicU64::new(0),
-                    st: RwLock::new(state.clone()),
-                })
-            })
+            .or_insert_with(|| Node::new(id, 0, state.clone()))
             .clone();
         {
             let mut st = node.st.write().unwrap();
@@ -540,14 +554,24 @@ impl Union {
             // Whiteout markers are bookkeeping: not listed, and not reachable by name either.
             return Err(libc::ENOENT);
         }
-        let _g = self.read_ns();
-        let (pst, ppath) = self.resolve(parent)?;
-        let found = self.find(&pst, &ppath, name)?.ok_or(libc::ENOENT)?;
-        let node = self.remember(parent, name, &found);
-        node.lookups.fetch_add(1, Ordering::Relaxed);
-        let mut st = *found.top();
-        self.fix_stat(node.id, &mut st, found.upper.is_some(), &ppath.join(name));
-        Ok((node.id, st))
+        let mut linked_up = false;
+        loop {
+            let g = self.read_ns();
+            let (pst, ppath) = self.resolve(parent)?;
+            let found = self.find(&pst, &ppath, name)?.ok_or(libc::ENOENT)?;
+            if !linked_up && self.needs_link_up(&found) {
+                // Another name of this hard link was copied up: this one must show that copy.
+                drop(g);
+                self.link_up(parent, name)?;
+                linked_up = true;
+                continue;
+            }
+            let node = self.remember(parent, name, &found);
+            node.lookups.fetch_add(1, Ordering::Relaxed);
+            let mut st = *found.top();
+            self.fix_stat(node.id, &mut st, found.upper.is_some(), &ppath.join(name));
+            return Ok((node.id, st));
+        }
     }
 
     pub fn forget(&self, id: u64, n: u64) {
@@ -573,6 +597,9 @@ impl Union {
 
     /// Put strata's identity on a stat taken from a layer.
     pub(crate) fn fix_stat(&self, id: u64, st: &mut libc::stat, in_upper: bool, path: &Path) {
+        if in_upper {
+            st.st_nlink = self.shown_nlink(st);
+        }
         st.st_ino = if id == ROOT_ID { self.root_ino() } else { id };
         if in_upper && self.opts.xattr_permissions {
             if let Ok(fd) = self.layer(0).dir(path.parent().unwrap_or(Path::new(""))) {
@@ -608,6 +635,7 @@ impl Union {
     }
 
     pub fn getattr(&self, id: u64) -> Res<libc::stat> {
+        let _g = self.read_ns();
         let (st, path) = match self.resolve(id) {
             Ok(r) => r,
             // Its last name is gone, but it may still be open: stat it through an open handle.
@@ -632,6 +660,7 @@ impl Union {
     }
 
     pub fn readlink(&self, id: u64) -> Res<OsString> {
+        let _g = self.read_ns();
         let (st, path) = self.resolve(id)?;
         let (layer, parent, name) = self.top_of(&st, &path);
         let fd = self.layer(layer).dir(&parent)?;

@@ -228,6 +228,7 @@ mod tests {
                 xattr_permissions: false,
                 plain: true,
                 id_base: 0,
+                check_permissions: false,
             },
         )
         .unwrap();

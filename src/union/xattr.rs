@@ -116,10 +116,12 @@ impl Union {
         if self.is_private_xattr(name) {
             return Err(libc::ENODATA);
         }
+        let _g = self.read_ns();
         self.with_top(id, |p| sys::lgetxattr(p, name))
     }
 
     pub fn listxattr(&self, id: u64) -> Res<Vec<OsString>> {
+        let _g = self.read_ns();
         let mut names = self.with_top(id, sys::llistxattr)?;
         names.retain(|n| !self.is_private_xattr(n));
         Ok(names)
@@ -130,6 +132,7 @@ impl Union {
         if self.is_private_xattr(name) {
             return Err(libc::EPERM);
         }
+        self.copy_up_for_write(id, false)?;
         let _g = self.write_ns();
         self.copy_up(id)?;
         self.with_top(id, |p| sys::lsetxattr(p, name, value, flags))
@@ -140,9 +143,13 @@ impl Union {
         if self.is_private_xattr(name) {
             return Err(libc::ENODATA);
         }
-        let _g = self.write_ns();
         // Nothing to copy up for an attribute that is not there.
-        self.with_top(id, |p| sys::lgetxattr(p, name).map(drop))?;
+        {
+            let _g = self.read_ns();
+            self.with_top(id, |p| sys::lgetxattr(p, name).map(drop))?;
+        }
+        self.copy_up_for_write(id, false)?;
+        let _g = self.write_ns();
         self.copy_up(id)?;
         self.with_top(id, |p| sys::lremovexattr(p, name))
     }

@@ -83,7 +83,7 @@ fn copy_entry(union: &Union, id: u64, st: &libc::stat, dfd: &OwnedFd, name: &OsS
             n += copy_dir(union, id, &sub)?;
         }
         libc::S_IFREG => {
-            let fh = union.open(id, libc::O_RDONLY)?;
+            let fh = union.open(id, libc::O_RDONLY, None)?;
             let r = (|| {
                 let h = union.handle(fh)?;
                 let out = sys::openat(

@@ -185,6 +185,7 @@ fn attach_all(
                 xattr_permissions: false,
                 plain: true,
                 id_base: tree.next_id_base(),
+                check_permissions: tree.union().opts.check_permissions,
             },
         )
         .map_err(|e| anyhow!("{}: {}", g.given, errstr(e)))?;
