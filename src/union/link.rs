@@ -12,6 +12,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{Found, NodeState, Union};
 use crate::inode::Record;
@@ -47,12 +48,17 @@ impl Union {
         Ok(self.index.get_or_init(|| fd).as_raw_fd())
     }
 
-    /// Does the index hold a copy of node `id`?
+    /// Does the index hold a copy of node `id`? Lookups of lower hard links ask, so while the
+    /// index is empty (most mounts) the answer costs no syscall.
     fn indexed(&self, id: u64) -> bool {
-        self.index_dir()
-            .ok()
-            .and_then(|d| sys::stat_opt(d, &index_name(id)).ok().flatten())
-            .is_some()
+        let Ok(d) = self.index_dir() else {
+            return false;
+        };
+        let used = self.index_used.get_or_init(|| {
+            AtomicBool::new(sys::read_dir(d).map(|e| !e.is_empty()).unwrap_or(true))
+        });
+        used.load(Ordering::Relaxed)
+            && sys::stat_opt(d, &index_name(id)).ok().flatten().is_some()
     }
 
     /// Link the copy `tmp` (in `work`) into the index as node `id`, replacing what a crash may
@@ -60,6 +66,9 @@ impl Union {
     pub(crate) fn index_add(&self, work: i32, tmp: &OsStr, id: u64) -> Res<()> {
         let idx = self.index_dir()?;
         let name = index_name(id);
+        self.index_used
+            .get_or_init(|| AtomicBool::new(true))
+            .store(true, Ordering::Relaxed);
         match sys::linkat(work, tmp, idx, &name) {
             Err(libc::EEXIST) => {
                 sys::unlinkat(idx, &name, false)?;

@@ -171,6 +171,8 @@ pub struct Union {
     fh_seq: AtomicU64,
     /// `workdir/strata/index`: copied-up hard links by node id (see link).
     index: OnceLock<OwnedFd>,
+    /// Whether the index has held anything in this mount (see link::indexed).
+    index_used: OnceLock<std::sync::atomic::AtomicBool>,
     /// Directories copied up whose entry in their parent no fsyncdir has made durable yet.
     unsynced_dirs: DashSet<u64>,
 }
@@ -202,6 +204,7 @@ impl Union {
             lower_dirs: LowerDirs::new(),
             fh_seq: AtomicU64::new(1),
             index: OnceLock::new(),
+            index_used: OnceLock::new(),
             unsynced_dirs: DashSet::new(),
         };
         let lowers: Vec<Loc> = (1..=u.lowers.len())
