@@ -436,7 +436,8 @@ fn serve(layout: &Layout, source: Option<&str>, notify: Option<&OwnedFd>) -> Res
         XattrNs::User
     };
     let opts = union::Options {
-        redirect_dir: o.redirect_dir,
+        redirect_follow: o.redirect_follow,
+        redirect_create: o.redirect_create,
         read_only: o.read_only || upper.is_none(),
         xattr_ns,
         // Unprivileged mounts write OCI-style `.wh.` whiteouts even where the kernel would let

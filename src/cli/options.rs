@@ -11,7 +11,10 @@ pub struct MountOptions {
     pub lowerdir: Vec<PathBuf>,
     pub upperdir: Option<PathBuf>,
     pub workdir: Option<PathBuf>,
-    pub redirect_dir: bool,
+    /// redirect_dir: follow the redirects a layer holds (on, follow, off), and write them when a
+    /// lower or merged directory is renamed (on only).
+    pub redirect_follow: bool,
+    pub redirect_create: bool,
     pub read_only: bool,
     pub allow_other: Option<bool>,
     pub allow_root: bool,
@@ -65,17 +68,22 @@ fn split_options(s: &str) -> Vec<String> {
     out
 }
 
-fn on_off(key: &str, v: &str) -> Result<bool> {
+/// (follow, create) for a `redirect_dir=` value, as the kernel has them. `off` follows the
+/// redirects already in the layers, as the kernel does with its default
+/// redirect_always_follow=Y; `nofollow` ignores them.
+fn redirect_mode(v: &str) -> Result<(bool, bool)> {
     match v {
-        "on" | "follow" => Ok(true),
-        "off" | "nofollow" => Ok(false),
-        _ => bail!("option {key}: expected on or off, got '{v}'"),
+        "on" => Ok((true, true)),
+        "follow" | "off" => Ok((true, false)),
+        "nofollow" => Ok((false, false)),
+        _ => bail!("option redirect_dir: expected on, follow, off or nofollow, got '{v}'"),
     }
 }
 
 pub fn parse(opts: &[String]) -> Result<MountOptions> {
     let mut m = MountOptions {
-        redirect_dir: true,
+        redirect_follow: true,
+        redirect_create: true,
         ..Default::default()
     };
     for group in opts {
@@ -107,7 +115,9 @@ pub fn parse(opts: &[String]) -> Result<MountOptions> {
                 "workdir" => {
                     m.workdir = Some(PathBuf::from(split_escaped(&need(val)?, '\0').concat()))
                 }
-                "redirect_dir" => m.redirect_dir = on_off(key, &need(val)?)?,
+                "redirect_dir" => {
+                    (m.redirect_follow, m.redirect_create) = redirect_mode(&need(val)?)?
+                }
                 "ro" => m.read_only = true,
                 "rw" => m.read_only = false,
                 "allow_other" => m.allow_other = Some(true),
@@ -157,8 +167,27 @@ mod tests {
         assert_eq!(m.lowerdir, vec![PathBuf::from("/a"), PathBuf::from("/b")]);
         assert_eq!(m.upperdir, Some("/u".into()));
         assert_eq!(m.workdir, Some("/w".into()));
-        assert!(!m.redirect_dir);
         assert!(!m.read_only);
+    }
+
+    #[test]
+    fn redirect_dir_modes_are_the_kernels() {
+        let mode = |v: &str| {
+            let m = p(&format!("lowerdir=/a,redirect_dir={v}")).unwrap();
+            (m.redirect_follow, m.redirect_create)
+        };
+        let default = p("lowerdir=/a").unwrap();
+        assert_eq!(
+            (default.redirect_follow, default.redirect_create),
+            (true, true)
+        );
+        assert_eq!(mode("on"), (true, true));
+        assert_eq!(mode("follow"), (true, false));
+        // As the kernel with its default redirect_always_follow=Y.
+        assert_eq!(mode("off"), (true, false));
+        assert_eq!(mode("nofollow"), (false, false));
+        let e = p("lowerdir=/a,redirect_dir=yes").unwrap_err().to_string();
+        assert!(e.contains("redirect_dir") && e.contains("'yes'"), "{e}");
     }
 
     #[test]

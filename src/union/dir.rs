@@ -419,7 +419,7 @@ impl Union {
         if let Some(d) = &dst {
             let dst_dir = d.kind() == libc::S_IFDIR;
             if exchange {
-                if dst_dir && !d.lowers.is_empty() && !self.opts.redirect_dir {
+                if dst_dir && !d.lowers.is_empty() && !self.opts.redirect_create {
                     return Err(libc::EXDEV);
                 }
                 if dst_dir && self.is_ancestor(dst_id.unwrap(), parent)? {
@@ -436,7 +436,7 @@ impl Union {
                 }
             }
         }
-        if src_dir && !src.lowers.is_empty() && !self.opts.redirect_dir {
+        if src_dir && !src.lowers.is_empty() && !self.opts.redirect_create {
             return Err(libc::EXDEV);
         }
 

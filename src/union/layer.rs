@@ -169,6 +169,17 @@ pub fn redirect_of(dirfd: RawFd, name: &OsStr) -> Res<Option<Redirect>> {
     Ok(None)
 }
 
+/// With redirect_dir=nofollow a directory whose redirect points into the lower layers is not
+/// looked up at all, as the kernel refuses it: following one is like a symlink into the lower
+/// layers, and not following it would show the directory without its content.
+pub fn refused_redirect(path: &Path) -> i32 {
+    log::warn!(
+        "refusing to follow the redirect of /{} (redirect_dir=nofollow)",
+        path.display()
+    );
+    libc::EPERM
+}
+
 pub fn parse_redirect(v: &[u8]) -> Option<Redirect> {
     let v = v.strip_suffix(b"\0").unwrap_or(v);
     if v.is_empty() {

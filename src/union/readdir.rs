@@ -221,7 +221,8 @@ mod tests {
             None,
             InodeTable::in_memory(),
             Options {
-                redirect_dir: false,
+                redirect_follow: false,
+                redirect_create: false,
                 read_only: false,
                 xattr_ns: XattrNs::User,
                 kernel_whiteouts: false,

@@ -178,7 +178,8 @@ fn attach_all(
             None,
             InodeTable::in_memory(),
             union::Options {
-                redirect_dir: false,
+                redirect_follow: false,
+                redirect_create: false,
                 read_only: g.read_only,
                 xattr_ns: XattrNs::User,
                 kernel_whiteouts: false,
