@@ -1,4 +1,5 @@
-//! Mount options as the kernel's overlayfs has them (redirect_dir modes).
+//! Mount options as the kernel's overlayfs has them (redirect_dir modes; options accepted,
+//! refused).
 
 mod common;
 use common::*;
@@ -172,4 +173,65 @@ fn redirect_dir_nofollow_neither_follows_nor_creates() {
     assert_eq!(v.renamed, Err(errno_name(libc::EPERM)));
     assert_eq!(v.new_rename, Err(errno_name(libc::EXDEV)));
     assert_eq!(written, None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Options accepted and refused
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn options_that_strata_cannot_honour_are_refused_and_nothing_is_mounted() {
+    for (o, needle) in [
+        ("metacopy=on", "metacopy=on"),
+        ("context=system_u:object_r:container_file_t:s0", "context="),
+        (
+            "fscontext=system_u:object_r:container_file_t:s0",
+            "fscontext=",
+        ),
+        (
+            "defcontext=system_u:object_r:container_file_t:s0",
+            "defcontext=",
+        ),
+        (
+            "rootcontext=system_u:object_r:container_file_t:s0",
+            "rootcontext=",
+        ),
+        ("index=maybe", "index"),
+        ("xino=sometimes", "xino"),
+    ] {
+        let mut m = Builder::new(1)
+            .lower(0, |l| {
+                l.file("a", "a");
+            })
+            .opt(o)
+            .prepare();
+        let before = host_snapshot(&m.base);
+        let out = m.try_mount_now();
+        assert_one_line_error(&out, &[needle], &format!("mount -o ...,{o}"));
+        assert!(!fuse_mounted(&m.mnt), "{o}: mounted");
+        assert!(
+            wait_until(Duration::from_secs(3), || strata_pids(&m.mnt).is_empty()),
+            "{o}: a daemon is left"
+        );
+        assert_snapshot_unchanged(&before, &m.base, o);
+    }
+}
+
+#[test]
+fn options_that_ask_for_what_strata_does_are_accepted() {
+    let m = Builder::new(1)
+        .lower(0, |l| {
+            l.file("a", "a");
+        })
+        .opt("index=on,xino=on,metacopy=off,volatile")
+        .mount();
+    m.run(|c| {
+        write(c.p("b"), "b");
+        assert_eq!(read(c.p("b")), "b");
+    });
+    drop(m);
+    for o in ["index=off", "xino=auto", "xino=off"] {
+        let m = Builder::new(1).opt(o).mount();
+        m.run(|c| write(c.p("x"), "x"));
+    }
 }

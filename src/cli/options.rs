@@ -80,6 +80,15 @@ fn redirect_mode(v: &str) -> Result<(bool, bool)> {
     }
 }
 
+/// A value out of `allowed`, or a line naming the option and what it takes.
+fn one_of<'a>(key: &str, v: &'a str, allowed: &[&str]) -> Result<&'a str> {
+    if allowed.contains(&v) {
+        Ok(v)
+    } else {
+        bail!("option {key}: expected {}, got '{v}'", allowed.join(" or "))
+    }
+}
+
 pub fn parse(opts: &[String]) -> Result<MountOptions> {
     let mut m = MountOptions {
         redirect_follow: true,
@@ -124,11 +133,35 @@ pub fn parse(opts: &[String]) -> Result<MountOptions> {
                 "allow_root" => m.allow_root = true,
                 "default_permissions" => m.default_permissions = true,
                 "fsname" => m.fsname = Some(need(val)?),
+                // Hard links stay one file across copy-up (what index=on asks for); index=off
+                // only lets the kernel break them.
+                "index" => {
+                    one_of(key, &need(val)?, &["on", "off"])?;
+                }
+                // strata's inode numbers are unique across layers (what xino=on and auto ask
+                // for); xino=off only lets the kernel repeat them, so it is met as well.
+                "xino" => {
+                    one_of(key, &need(val)?, &["on", "auto", "off"])?;
+                }
+                // A copy-up copies data with the metadata, which is metacopy=off.
+                "metacopy" => {
+                    if one_of(key, &need(val)?, &["on", "off"])? == "on" {
+                        bail!("option metacopy=on is not supported: a copy-up always copies the data (metacopy=off)");
+                    }
+                }
+                "context" | "fscontext" | "defcontext" | "rootcontext" => {
+                    bail!("option {key}= is not supported: strata does not apply SELinux labels")
+                }
+                // Only relaxes durability: strata's syncs are still made.
+                "volatile" => {
+                    if val.is_some() {
+                        bail!("option volatile takes no value");
+                    }
+                }
                 // mount.fuse3 and fuse-overlayfs callers pass these; they change nothing here.
-                "subtype" | "xino" | "index" | "metacopy" | "volatile" | "noacl"
-                | "auto_unmount" | "squash_to_root" | "squash_to_uid" | "squash_to_gid"
-                | "static_nlink" | "fast_ino" | "plugins" | "threaded" | "fsync" | "context"
-                | "fscontext" | "defcontext" | "rootcontext" => {}
+                "subtype" | "noacl" | "auto_unmount" | "squash_to_root" | "squash_to_uid"
+                | "squash_to_gid" | "static_nlink" | "fast_ino" | "plugins" | "threaded"
+                | "fsync" => {}
                 "userxattr" => m.userxattr = true,
                 "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" | "atime" | "noatime"
                 | "relatime" | "norelatime" | "strictatime" | "diratime" | "nodiratime"
@@ -188,6 +221,41 @@ mod tests {
         assert_eq!(mode("nofollow"), (false, false));
         let e = p("lowerdir=/a,redirect_dir=yes").unwrap_err().to_string();
         assert!(e.contains("redirect_dir") && e.contains("'yes'"), "{e}");
+    }
+
+    #[test]
+    fn options_asking_for_what_strata_does_are_accepted() {
+        for o in [
+            "index=on",
+            "index=off",
+            "xino=on",
+            "xino=auto",
+            "xino=off",
+            "metacopy=off",
+            "volatile",
+        ] {
+            assert!(p(&format!("lowerdir=/a,{o}")).is_ok(), "{o} was refused");
+        }
+    }
+
+    #[test]
+    fn options_strata_cannot_honour_are_refused_in_one_line() {
+        for (o, needle) in [
+            ("metacopy=on", "metacopy=on"),
+            ("context=system_u:object_r:container_file_t:s0", "context="),
+            ("fscontext=system_u:object_r:tmp_t:s0", "fscontext="),
+            ("defcontext=system_u:object_r:tmp_t:s0", "defcontext="),
+            ("rootcontext=system_u:object_r:tmp_t:s0", "rootcontext="),
+            ("index=maybe", "index"),
+            ("xino=sometimes", "xino"),
+            ("metacopy=yes", "metacopy"),
+            ("index", "index"),
+            ("volatile=1", "volatile"),
+        ] {
+            let e = p(&format!("lowerdir=/a,{o}")).unwrap_err().to_string();
+            assert!(e.contains(needle), "{o}: {e}");
+            assert!(!e.contains('\n'), "{o}: more than one line: {e}");
+        }
     }
 
     #[test]
