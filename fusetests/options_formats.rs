@@ -1,5 +1,6 @@
 //! Mount options as the kernel's overlayfs has them (redirect_dir modes; options accepted,
-//! refused).
+//! refused) and the whiteout format of each layer (`.wh.` names are plain names in an upper that
+//! uses the kernel's format).
 
 mod common;
 use common::*;
@@ -234,4 +235,155 @@ fn options_that_ask_for_what_strata_does_are_accepted() {
         let m = Builder::new(1).opt(o).mount();
         m.run(|c| write(c.p("x"), "x"));
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// `.wh.` names: whiteouts only in the layers that use that format
+// ---------------------------------------------------------------------------------------------
+
+/// A kernel overlayfs upper (kernel-format whiteouts) holding a plain file `.wh.version`:
+/// kernel overlayfs shows both `.wh.version` and the lower `version`, and so must strata.
+#[test]
+fn a_kernel_upper_file_named_wh_version_is_a_plain_name() {
+    assert!(is_root(), "kernel overlayfs needs root");
+    let mut m = Builder::new(1)
+        .lower(0, |l| {
+            l.file("version", "v1\n");
+            l.file("gone", "gone\n");
+            l.file("dir/inner", "inner\n");
+        })
+        .prepare();
+    let k = Kernel::mount(
+        &m.lowers,
+        &m.u(""),
+        &m.base.join("kwork"),
+        &m.base.join("kmnt"),
+        "",
+    );
+    let kernel = k.run(|km| {
+        write(km.join(".wh.version"), "not a whiteout\n");
+        write(km.join("dir/.wh.inner"), "nor this\n");
+        rm(km.join("gone"));
+        tree(&km)
+    });
+    k.unmount();
+    assert!(
+        kernel.contains_key(".wh.version") && kernel.contains_key("version"),
+        "kernel overlayfs itself: {:?}",
+        kernel.keys()
+    );
+    m.mount_now();
+    let strata = m.run(|c| tree(&c.mnt));
+    assert_same_tree(&kernel, &strata, "kernel overlayfs", "strata");
+
+    // Deleting and recreating around such names works, and the kernel reads the result.
+    let after = m.run(|c| {
+        rm(c.p("version"));
+        assert_eq!(
+            listing(&c.mnt).unwrap(),
+            set(&[".wh.version", "dir"]),
+            "after rm version"
+        );
+        assert_eq!(read(c.p(".wh.version")), "not a whiteout\n");
+        write(c.p("version"), "v2\n");
+        rm(c.p(".wh.version"));
+        assert_eq!(read(c.p("version")), "v2\n");
+        assert_eq!(read(c.p("dir/.wh.inner")), "nor this\n");
+        assert_eq!(read(c.p("dir/inner")), "inner\n");
+        tree(&c.mnt)
+    });
+    m.unmount();
+    let k = Kernel::mount(
+        &m.lowers,
+        &m.u(""),
+        &m.base.join("kwork2"),
+        &m.base.join("kmnt"),
+        "",
+    );
+    let kernel2 = k.run(|km| tree(&km));
+    k.unmount();
+    assert_same_tree(&after, &kernel2, "strata", "kernel overlayfs");
+}
+
+#[test]
+fn a_root_mount_creates_lists_renames_and_removes_wh_names() {
+    assert!(is_root(), "a root mount writes kernel-format whiteouts");
+    let mut m = Builder::new(1)
+        .lower(0, |l| {
+            l.file("x", "lower x\n");
+        })
+        .mount();
+    let view = m.run(|c| {
+        write(c.p(".wh.x"), "a plain file\n");
+        // Creating `.wh.x` hides nothing.
+        assert_eq!(read(c.p("x")), "lower x\n");
+        assert_eq!(listing(&c.mnt).unwrap(), set(&[".wh.x", "x"]));
+        mkdir(c.p(".wh.dir"));
+        write(c.p(".wh.dir/.wh..wh..opq"), "also plain\n");
+        rename(c.p(".wh.x"), c.p(".wh.y"));
+        assert_eq!(listing(&c.mnt).unwrap(), set(&[".wh.dir", ".wh.y", "x"]));
+        assert_eq!(listing(&c.p(".wh.dir")).unwrap(), set(&[".wh..wh..opq"]));
+        rm(c.p("x"));
+        write(c.p(".wh.x"), "again\n");
+        assert_eq!(
+            listing(&c.mnt).unwrap(),
+            set(&[".wh.dir", ".wh.x", ".wh.y"])
+        );
+        rm(c.p(".wh.y"));
+        tree(&c.mnt)
+    });
+    assert_eq!(
+        read(m.u(".wh.x")),
+        "again\n",
+        "the upper holds `.wh.x` as a plain file"
+    );
+    m.unmount();
+    let k = Kernel::mount(
+        &m.lowers,
+        &m.u(""),
+        &m.base.join("kwork"),
+        &m.base.join("kmnt"),
+        "",
+    );
+    let kernel = k.run(|km| tree(&km));
+    k.unmount();
+    assert_same_tree(&view, &kernel, "strata", "kernel overlayfs");
+}
+
+const ROOTLESS_WH: &str = r#"
+set -u
+S="$1"; B="$2"; M="$B/mnt"
+"$S" mount -o "lowerdir=$B/lower0,upperdir=$B/upper,workdir=$B/work" "$M" || exit 1
+if touch "$M/.wh.x" 2>"$B/home/touch.err"; then echo "CREATED"; else echo "REFUSED $(cat "$B/home/touch.err")"; fi
+echo "LS $(ls -A "$M" | tr '\n' ' ')"
+"$S" umount "$M"
+echo "DONE"
+"#;
+
+/// Unprivileged mounts write `.wh.NAME` whiteouts, so there such a name stays refused.
+#[test]
+fn an_unprivileged_mount_still_refuses_wh_names() {
+    assert!(
+        is_root(),
+        "this test starts as root and drops to {TEST_USER}"
+    );
+    let m = Builder::new(1)
+        .lower(0, |l| {
+            l.file("x", "x");
+        })
+        .owned_by_test_user()
+        .prepare();
+    let strata = strata_bin();
+    let out = run_script_as_test_user(
+        &m.base,
+        ROOTLESS_WH,
+        &[strata.as_os_str(), m.base.as_os_str()],
+    );
+    assert!(
+        out.stdout.contains("REFUSED") && out.stdout.contains("Invalid argument"),
+        "{}",
+        out.describe()
+    );
+    assert!(out.stdout.contains("LS x \n"), "{}", out.describe());
+    assert!(!exists(m.u(".wh.x")));
 }

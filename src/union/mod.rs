@@ -308,7 +308,7 @@ impl Union {
                     if self.opts.plain {
                         stop = true;
                     } else if is_dir(&st) {
-                        if is_opaque(fd.as_raw_fd(), name)? {
+                        if is_opaque(fd.as_raw_fd(), name, !self.opts.kernel_whiteouts)? {
                             stop = true;
                         } else {
                             redirect = redirect_of(fd.as_raw_fd(), name)?;
@@ -502,12 +502,14 @@ impl Union {
         if self.opts.plain {
             return Ok(sys::stat_opt(dirfd, name)?.map_or(Probe::Absent, Probe::Entry));
         }
-        probe(dirfd, name)
+        probe(dirfd, name, !self.opts.kernel_whiteouts)
     }
 
     /// Is `name` overlay bookkeeping (a `.wh.` name) that users can neither see nor make?
+    /// Only where the upper is in the OCI format: with kernel-format whiteouts, `.wh.` names are
+    /// plain names, as under kernel overlayfs.
     pub(crate) fn is_marker_name(&self, name: &OsStr) -> bool {
-        !self.opts.plain && layer::is_whiteout_name(name)
+        !self.opts.plain && !self.opts.kernel_whiteouts && layer::is_whiteout_name(name)
     }
 
     /// Is xattr `name` overlay bookkeeping, hidden from users?
