@@ -1,6 +1,6 @@
 //! Mount options as the kernel's overlayfs has them (redirect_dir modes; options accepted,
-//! refused) and the whiteout format of each layer (`.wh.` names are plain names in an upper that
-//! uses the kernel's format).
+//! refused), the whiteout format of each layer (`.wh.` names are plain names in an upper that
+//! uses the kernel's format), and a mount that fails late leaving nothing behind.
 
 mod common;
 use common::*;
@@ -386,4 +386,95 @@ fn an_unprivileged_mount_still_refuses_wh_names() {
     );
     assert!(out.stdout.contains("LS x \n"), "{}", out.describe());
     assert!(!exists(m.u(".wh.x")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// A mount that fails after its checks leaves nothing behind
+// ---------------------------------------------------------------------------------------------
+
+/// `-v /data` fills a new anonymous volume from the image, then a graft inside it cannot be
+/// placed (a directory onto the image's file /data/x): the mount fails, and neither the
+/// volume nor anything in the upper stays. Twice, as a user retrying would.
+#[test]
+fn a_mount_failing_after_its_volume_was_made_leaves_no_volume() {
+    let b = Builder::new(1).lower(0, |l| {
+        l.file("data/x", "a file in the image\n");
+    });
+    let src = b.host_dir("src");
+    let mut m = b
+        .arg("-v")
+        .arg("/data")
+        .arg("--bind")
+        .arg(spec(&src.root, "/data/x"))
+        .prepare();
+    let before = host_snapshot(&m.u(""));
+    for run in 1..=2 {
+        let out = m.try_mount_now();
+        assert_one_line_error(&out, &["/data/x"], &format!("mount #{run}"));
+        assert!(!fuse_mounted(&m.mnt), "mount #{run}: still mounted");
+        assert!(
+            wait_until(Duration::from_secs(3), || strata_pids(&m.mnt).is_empty()),
+            "mount #{run}: a daemon is left"
+        );
+        let ls = m.volume_ok(&["ls", "-q"]);
+        assert_eq!(
+            parse_names(&ls.stdout),
+            BTreeSet::new(),
+            "mount #{run} left volumes"
+        );
+        assert_eq!(volume_dirs(&m.root), BTreeSet::new(), "mount #{run}");
+        assert_snapshot_unchanged(&before, &m.u(""), "the upper");
+    }
+}
+
+const ROOTLESS_LATE_FAILURE: &str = r#"
+set -u
+S="$1"; B="$2"; M="$B/mnt"
+export STRATA_ROOT="$B/root"
+for run in 1 2; do
+  if "$S" mount -v /data -v /made -o "lowerdir=$B/lower0,upperdir=$B/upper,workdir=$B/work" "$M" 2>"$B/home/err"; then
+    echo "MOUNTED"; "$S" umount "$M"
+  else
+    echo "FAILED $(cat "$B/home/err")"
+  fi
+done
+echo "DONE"
+"#;
+
+/// fusermount3 refuses a mountpoint the user may not write, which strata's own checks do not
+/// see: neither the anonymous volumes `-v /data` (filled from the image) and `-v /made` asked
+/// for nor the directory /made would need in the upper may be left behind.
+#[test]
+fn a_mount_refused_by_fusermount_leaves_no_volume() {
+    assert!(
+        is_root(),
+        "this test starts as root and drops to {TEST_USER}"
+    );
+    let m = Builder::new(1)
+        .lower(0, |l| {
+            l.file("data/seed", "seed\n");
+        })
+        .owned_by_test_user()
+        .prepare();
+    // A mountpoint of root's, 0755: fusermount3 refuses it to the user.
+    lchown(&m.mnt, 0, 0).unwrap();
+    let before = host_snapshot(&m.u(""));
+    let strata = strata_bin();
+    let out = run_script_as_test_user(
+        &m.base,
+        ROOTLESS_LATE_FAILURE,
+        &[strata.as_os_str(), m.base.as_os_str()],
+    );
+    assert_eq!(
+        out.stdout.matches("FAILED").count(),
+        2,
+        "{}",
+        out.describe()
+    );
+    assert!(out.stdout.contains("fusermount3"), "{}", out.describe());
+    assert!(!fuse_mounted(&m.mnt));
+    let ls = m.volume_ok(&["ls", "-q"]);
+    assert_eq!(parse_names(&ls.stdout), BTreeSet::new(), "volumes left");
+    assert_eq!(volume_dirs(&m.root), BTreeSet::new());
+    assert_snapshot_unchanged(&before, &m.u(""), "the upper");
 }
