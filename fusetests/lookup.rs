@@ -1,6 +1,6 @@
 //! Lookup through the layers: top-most wins, directories merge, whiteouts and opaque directories
-//! (both formats, in every layer) stop the search, and `.wh.*` names and private overlay xattrs
-//! never show through the mount.
+//! (both formats in every lower; the upper in the mount's format) stop the search, and `.wh.*`
+//! markers and private overlay xattrs never show through the mount.
 
 mod common;
 use common::*;
@@ -126,11 +126,21 @@ fn above_below(w: Where) -> (Vec<Where>, Vec<Where>) {
     (all[..pos].to_vec(), all[pos + 1..].to_vec())
 }
 
+/// The whiteout formats a layer is read in: both in a lower; in the upper, the mount's own
+/// (the kernel's as root, where `.wh.` names are plain names: see options_formats.rs).
+fn formats_of(w: Where) -> Vec<Fmt> {
+    if w == Where::Upper && is_root() {
+        vec![Fmt::Kernel]
+    } else {
+        vec![Fmt::Kernel, Fmt::Oci]
+    }
+}
+
 #[test]
 fn whiteouts_in_every_layer_and_both_formats_hide_what_is_below() {
     let mut f = Failures::default();
     for w in [Where::Upper, Where::Lower(0), Where::Lower(1)] {
-        for fmt in [Fmt::Kernel, Fmt::Oci] {
+        for fmt in formats_of(w) {
             f.case(&format!("whiteout in {w:?}, {fmt:?} format"), || {
                 let (above, below) = above_below(w);
                 let mut b = Builder::new(3);
@@ -193,7 +203,7 @@ fn whiteouts_in_every_layer_and_both_formats_hide_what_is_below() {
 fn opaque_directories_in_every_layer_and_both_formats() {
     let mut f = Failures::default();
     for w in [Where::Upper, Where::Lower(0), Where::Lower(1)] {
-        for fmt in [Fmt::Kernel, Fmt::Oci] {
+        for fmt in formats_of(w) {
             f.case(&format!("opaque dir in {w:?}, {fmt:?} format"), || {
                 let (above, below) = above_below(w);
                 let mut b = Builder::new(3);
@@ -252,9 +262,16 @@ fn opaque_directories_in_every_layer_and_both_formats() {
 fn whiteout_files_are_never_listed_or_reachable() {
     let m = Builder::new(2)
         .upper(|u| {
-            u.whiteout_oci("gone_up")
-                .file("d/keep", "k")
-                .whiteout_oci("d/gone_in_d");
+            // The upper in the mount's format: `.wh.` files are whiteouts only unprivileged.
+            if is_root() {
+                u.whiteout("gone_up")
+                    .file("d/keep", "k")
+                    .whiteout("d/gone_in_d");
+            } else {
+                u.whiteout_oci("gone_up")
+                    .file("d/keep", "k")
+                    .whiteout_oci("d/gone_in_d");
+            }
         })
         .lower(0, |l| {
             l.whiteout_oci("gone").whiteout_oci("never_existed");

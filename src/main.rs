@@ -87,7 +87,7 @@ enum VolumeCmd {
 
 #[derive(Args)]
 struct MountArgs {
-    /// lowerdir=A:B (A top-most),upperdir=U,workdir=W,redirect_dir=on|off,ro,allow_other,...
+    /// lowerdir=A:B (A top-most),upperdir=U,workdir=W,redirect_dir=on|follow|off|nofollow,ro,allow_other,...
     #[arg(short = 'o', value_name = "OPTIONS", action = clap::ArgAction::Append, required = true)]
     options: Vec<String>,
     /// Stay in the foreground instead of returning once the mount is live.

@@ -245,7 +245,7 @@ fn check(req: &MountRequest) -> Result<Layout> {
             mountpoint.display()
         );
     }
-    crate::volume::check(&req.grafts)?;
+    crate::volume::check(&req.grafts, &mountpoint)?;
     Ok(Layout {
         opts,
         lowers,
@@ -436,7 +436,8 @@ fn serve(layout: &Layout, source: Option<&str>, notify: Option<&OwnedFd>) -> Res
         XattrNs::User
     };
     let opts = union::Options {
-        redirect_dir: o.redirect_dir,
+        redirect_follow: o.redirect_follow,
+        redirect_create: o.redirect_create,
         read_only: o.read_only || upper.is_none(),
         xattr_ns,
         // Unprivileged mounts write OCI-style `.wh.` whiteouts even where the kernel would let
@@ -472,26 +473,44 @@ fn serve(layout: &Layout, source: Option<&str>, notify: Option<&OwnedFd>) -> Res
             .clamp(2, 8),
     );
     config.clone_fd = true;
+    // The kernel's mount comes before anything is made for the grafts: what it refuses (a
+    // mountpoint fusermount3 will not mount on, say) leaves nothing behind. No request is
+    // answered until the session runs, so nobody sees the tree before its grafts are in.
+    let dev = if root {
+        mount_direct(&layout.mountpoint, &fsname, o, read_only, allow_other)?
+    } else {
+        mount_fusermount(&layout.mountpoint, &fsname, o, read_only)?
+    };
+    // A failed mount is taken down with its connection closed, so nothing waits on it.
+    let take_down = || {
+        if let Err(e) = unmount_flags(&layout.mountpoint, libc::MNT_DETACH) {
+            log::warn!("{e:#}");
+        }
+    };
     let mut tree = Tree::new(fs.clone());
-    // Grafts are joined in before the mount goes live; from here on, what they hold (volumes
-    // in use, tmpfs) is released on every way out.
+    // Grafts are joined in before the mount is served; from here on, what they hold (volumes
+    // in use, tmpfs) is released on every way out, and what was made for them goes if the
+    // mount fails.
     let mut attached =
-        crate::volume::attach(&mut tree, &layout.grafts, &layout.root, &layout.mountpoint)?;
-    let fsys = StrataFs::new(Arc::new(tree));
-    let session = (|| {
-        let dev = if root {
-            mount_direct(&layout.mountpoint, &fsname, o, read_only, allow_other)?
-        } else {
-            mount_fusermount(&layout.mountpoint, &fsname, o, read_only)?
+        match crate::volume::attach(&mut tree, &layout.grafts, &layout.root, &layout.mountpoint) {
+            Ok(a) => a,
+            Err(e) => {
+                drop(dev);
+                take_down();
+                return Err(e);
+            }
         };
-        fuser::Session::from_fd(fsys, dev, config.acl, config)
-            .map_err(|e| anyhow!("cannot mount on {}: {e}", layout.mountpoint.display()))
-    })();
-    let session = match session {
+    let tree = Arc::new(tree);
+    let fsys = StrataFs::new(tree.clone());
+    let session = match fuser::Session::from_fd(fsys, dev, config.acl, config) {
         Ok(s) => s,
         Err(e) => {
-            attached.release();
-            return Err(e);
+            attached.undo(&tree);
+            take_down();
+            return Err(anyhow!(
+                "cannot mount on {}: {e}",
+                layout.mountpoint.display()
+            ));
         }
     };
     let pidfile = pid_file(&layout.mountpoint);

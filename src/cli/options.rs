@@ -11,7 +11,10 @@ pub struct MountOptions {
     pub lowerdir: Vec<PathBuf>,
     pub upperdir: Option<PathBuf>,
     pub workdir: Option<PathBuf>,
-    pub redirect_dir: bool,
+    /// redirect_dir: follow the redirects a layer holds (on, follow, off), and write them when a
+    /// lower or merged directory is renamed (on only).
+    pub redirect_follow: bool,
+    pub redirect_create: bool,
     pub read_only: bool,
     pub allow_other: Option<bool>,
     pub allow_root: bool,
@@ -65,17 +68,31 @@ fn split_options(s: &str) -> Vec<String> {
     out
 }
 
-fn on_off(key: &str, v: &str) -> Result<bool> {
+/// (follow, create) for a `redirect_dir=` value, as the kernel has them. `off` follows the
+/// redirects already in the layers, as the kernel does with its default
+/// redirect_always_follow=Y; `nofollow` ignores them.
+fn redirect_mode(v: &str) -> Result<(bool, bool)> {
     match v {
-        "on" | "follow" => Ok(true),
-        "off" | "nofollow" => Ok(false),
-        _ => bail!("option {key}: expected on or off, got '{v}'"),
+        "on" => Ok((true, true)),
+        "follow" | "off" => Ok((true, false)),
+        "nofollow" => Ok((false, false)),
+        _ => bail!("option redirect_dir: expected on, follow, off or nofollow, got '{v}'"),
+    }
+}
+
+/// A value out of `allowed`, or a line naming the option and what it takes.
+fn one_of<'a>(key: &str, v: &'a str, allowed: &[&str]) -> Result<&'a str> {
+    if allowed.contains(&v) {
+        Ok(v)
+    } else {
+        bail!("option {key}: expected {}, got '{v}'", allowed.join(" or "))
     }
 }
 
 pub fn parse(opts: &[String]) -> Result<MountOptions> {
     let mut m = MountOptions {
-        redirect_dir: true,
+        redirect_follow: true,
+        redirect_create: true,
         ..Default::default()
     };
     for group in opts {
@@ -107,18 +124,44 @@ pub fn parse(opts: &[String]) -> Result<MountOptions> {
                 "workdir" => {
                     m.workdir = Some(PathBuf::from(split_escaped(&need(val)?, '\0').concat()))
                 }
-                "redirect_dir" => m.redirect_dir = on_off(key, &need(val)?)?,
+                "redirect_dir" => {
+                    (m.redirect_follow, m.redirect_create) = redirect_mode(&need(val)?)?
+                }
                 "ro" => m.read_only = true,
                 "rw" => m.read_only = false,
                 "allow_other" => m.allow_other = Some(true),
                 "allow_root" => m.allow_root = true,
                 "default_permissions" => m.default_permissions = true,
                 "fsname" => m.fsname = Some(need(val)?),
+                // Hard links stay one file across copy-up (what index=on asks for); index=off
+                // only lets the kernel break them.
+                "index" => {
+                    one_of(key, &need(val)?, &["on", "off"])?;
+                }
+                // strata's inode numbers are unique across layers (what xino=on and auto ask
+                // for); xino=off only lets the kernel repeat them, so it is met as well.
+                "xino" => {
+                    one_of(key, &need(val)?, &["on", "auto", "off"])?;
+                }
+                // A copy-up copies data with the metadata, which is metacopy=off.
+                "metacopy" => {
+                    if one_of(key, &need(val)?, &["on", "off"])? == "on" {
+                        bail!("option metacopy=on is not supported: a copy-up always copies the data (metacopy=off)");
+                    }
+                }
+                "context" | "fscontext" | "defcontext" | "rootcontext" => {
+                    bail!("option {key}= is not supported: strata does not apply SELinux labels")
+                }
+                // Only relaxes durability: strata's syncs are still made.
+                "volatile" => {
+                    if val.is_some() {
+                        bail!("option volatile takes no value");
+                    }
+                }
                 // mount.fuse3 and fuse-overlayfs callers pass these; they change nothing here.
-                "subtype" | "xino" | "index" | "metacopy" | "volatile" | "noacl"
-                | "auto_unmount" | "squash_to_root" | "squash_to_uid" | "squash_to_gid"
-                | "static_nlink" | "fast_ino" | "plugins" | "threaded" | "fsync" | "context"
-                | "fscontext" | "defcontext" | "rootcontext" => {}
+                "subtype" | "noacl" | "auto_unmount" | "squash_to_root" | "squash_to_uid"
+                | "squash_to_gid" | "static_nlink" | "fast_ino" | "plugins" | "threaded"
+                | "fsync" => {}
                 "userxattr" => m.userxattr = true,
                 "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" | "atime" | "noatime"
                 | "relatime" | "norelatime" | "strictatime" | "diratime" | "nodiratime"
@@ -157,8 +200,62 @@ mod tests {
         assert_eq!(m.lowerdir, vec![PathBuf::from("/a"), PathBuf::from("/b")]);
         assert_eq!(m.upperdir, Some("/u".into()));
         assert_eq!(m.workdir, Some("/w".into()));
-        assert!(!m.redirect_dir);
         assert!(!m.read_only);
+    }
+
+    #[test]
+    fn redirect_dir_modes_are_the_kernels() {
+        let mode = |v: &str| {
+            let m = p(&format!("lowerdir=/a,redirect_dir={v}")).unwrap();
+            (m.redirect_follow, m.redirect_create)
+        };
+        let default = p("lowerdir=/a").unwrap();
+        assert_eq!(
+            (default.redirect_follow, default.redirect_create),
+            (true, true)
+        );
+        assert_eq!(mode("on"), (true, true));
+        assert_eq!(mode("follow"), (true, false));
+        // As the kernel with its default redirect_always_follow=Y.
+        assert_eq!(mode("off"), (true, false));
+        assert_eq!(mode("nofollow"), (false, false));
+        let e = p("lowerdir=/a,redirect_dir=yes").unwrap_err().to_string();
+        assert!(e.contains("redirect_dir") && e.contains("'yes'"), "{e}");
+    }
+
+    #[test]
+    fn options_asking_for_what_strata_does_are_accepted() {
+        for o in [
+            "index=on",
+            "index=off",
+            "xino=on",
+            "xino=auto",
+            "xino=off",
+            "metacopy=off",
+            "volatile",
+        ] {
+            assert!(p(&format!("lowerdir=/a,{o}")).is_ok(), "{o} was refused");
+        }
+    }
+
+    #[test]
+    fn options_strata_cannot_honour_are_refused_in_one_line() {
+        for (o, needle) in [
+            ("metacopy=on", "metacopy=on"),
+            ("context=system_u:object_r:container_file_t:s0", "context="),
+            ("fscontext=system_u:object_r:tmp_t:s0", "fscontext="),
+            ("defcontext=system_u:object_r:tmp_t:s0", "defcontext="),
+            ("rootcontext=system_u:object_r:tmp_t:s0", "rootcontext="),
+            ("index=maybe", "index"),
+            ("xino=sometimes", "xino"),
+            ("metacopy=yes", "metacopy"),
+            ("index", "index"),
+            ("volatile=1", "volatile"),
+        ] {
+            let e = p(&format!("lowerdir=/a,{o}")).unwrap_err().to_string();
+            assert!(e.contains(needle), "{o}: {e}");
+            assert!(!e.contains('\n'), "{o}: more than one line: {e}");
+        }
     }
 
     #[test]

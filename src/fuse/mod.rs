@@ -304,6 +304,7 @@ impl Filesystem for StrataFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        log::debug!("forget {} {nlookup}", ino.0);
         let (_, fs, local) = self.tree.route(id(ino));
         fs.forget(local, nlookup);
     }
@@ -361,6 +362,7 @@ impl Filesystem for StrataFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        log::debug!("readlink {}", ino.0);
         let (_, fs, local) = self.tree.route(id(ino));
         match fs.readlink(local) {
             Ok(t) => reply.data(t.as_bytes()),
@@ -517,6 +519,7 @@ impl Filesystem for StrataFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        log::debug!("read {} fh {} {size}@{offset}", ino.0, fh.0);
         let (_, fs, _) = self.tree.route(id(ino));
         match fs.read(fh.0, offset, size) {
             Ok(d) => reply.data(&d),
@@ -536,6 +539,7 @@ impl Filesystem for StrataFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        log::debug!("write {} fh {} {}@{offset}", ino.0, fh.0, data.len());
         let (_, fs, _) = self.tree.route(id(ino));
         if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
             if let Err(e) = fs.drop_privileges_for_write(fh.0, &caller(req)) {
@@ -551,11 +555,12 @@ impl Filesystem for StrataFs {
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
+        ino: INodeNo,
+        fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        log::debug!("flush {} fh {}", ino.0, fh.0);
         reply.ok();
     }
 
@@ -569,6 +574,7 @@ impl Filesystem for StrataFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        log::debug!("release {} fh {}", ino.0, fh.0);
         self.release_backing(id(ino), fh.0);
         self.tree.route(id(ino)).1.release(fh.0);
         reply.ok();
@@ -582,6 +588,7 @@ impl Filesystem for StrataFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        log::debug!("fsync {} fh {} datasync={datasync}", ino.0, fh.0);
         done(reply, self.tree.route(id(ino)).1.fsync(fh.0, datasync))
     }
 
@@ -621,6 +628,7 @@ impl Filesystem for StrataFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        log::debug!("readdir {} @{offset}", ino.0);
         let (_, fs, local) = self.tree.route(id(ino));
         let (entries, from) = match fs.listing_at(local, offset) {
             Ok(r) => r,
@@ -657,6 +665,7 @@ impl Filesystem for StrataFs {
         offset: u64,
         mut reply: fuser::ReplyDirectoryPlus,
     ) {
+        log::debug!("readdirplus {} @{offset}", ino.0);
         let (_, fs, local) = self.tree.route(id(ino));
         let (entries, from) = match fs.listing_at(local, offset) {
             Ok(r) => r,
@@ -713,6 +722,7 @@ impl Filesystem for StrataFs {
     }
 
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        log::debug!("statfs {}", ino.0);
         match self.tree.route(id(ino)).1.statfs() {
             Ok(s) => reply.statfs(
                 s.f_blocks,
@@ -738,11 +748,18 @@ impl Filesystem for StrataFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        log::debug!(
+            "setxattr {} {:?} ({} bytes) {flags:#x}",
+            ino.0,
+            name,
+            value.len()
+        );
         let (_, fs, local) = self.tree.route(id(ino));
         done(reply, fs.setxattr(local, name, value, flags))
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        log::debug!("getxattr {} {:?} {size}", ino.0, name);
         let (_, fs, local) = self.tree.route(id(ino));
         match fs.getxattr(local, name) {
             Ok(v) => xattr_reply(reply, size, &v),
@@ -751,6 +768,7 @@ impl Filesystem for StrataFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        log::debug!("listxattr {} {size}", ino.0);
         let (_, fs, local) = self.tree.route(id(ino));
         match fs.listxattr(local) {
             Ok(names) => {
@@ -766,6 +784,7 @@ impl Filesystem for StrataFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        log::debug!("removexattr {} {:?}", ino.0, name);
         let (_, fs, local) = self.tree.route(id(ino));
         done(reply, fs.removexattr(local, name))
     }
@@ -822,6 +841,11 @@ impl Filesystem for StrataFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        log::debug!(
+            "fallocate {} fh {} {length}@{offset} mode={mode:#x}",
+            ino.0,
+            fh.0
+        );
         let (_, fs, _) = self.tree.route(id(ino));
         done(reply, fs.fallocate(fh.0, offset, length, mode))
     }
@@ -835,6 +859,7 @@ impl Filesystem for StrataFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
+        log::debug!("lseek {} fh {} {offset} whence={whence}", ino.0, fh.0);
         match self.tree.route(id(ino)).1.lseek(fh.0, offset, whence) {
             Ok(o) => reply.offset(o),
             Err(e) => reply.error(err(e)),

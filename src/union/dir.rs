@@ -417,7 +417,7 @@ impl Union {
         if let Some(d) = &dst {
             let dst_dir = d.kind() == libc::S_IFDIR;
             if exchange {
-                if dst_dir && !d.lowers.is_empty() && !self.opts.redirect_dir {
+                if dst_dir && !d.lowers.is_empty() && !self.opts.redirect_create {
                     return Err(libc::EXDEV);
                 }
                 if dst_dir && self.is_ancestor(dst_id.unwrap(), parent)? {
@@ -434,7 +434,7 @@ impl Union {
                 }
             }
         }
-        if src_dir && !src.lowers.is_empty() && !self.opts.redirect_dir {
+        if src_dir && !src.lowers.is_empty() && !self.opts.redirect_create {
             return Err(libc::EXDEV);
         }
 

@@ -111,15 +111,20 @@ impl Layer {
 pub enum Probe {
     /// Nothing here: look further down.
     Absent,
-    /// A whiteout (char device 0:0 or `.wh.NAME`): the name is deleted from here down.
+    /// A whiteout (char device 0:0, or `.wh.NAME` in an OCI-format layer): the name is deleted
+    /// from here down.
     Whiteout,
     Entry(libc::stat),
 }
 
-pub fn probe(dirfd: RawFd, name: &OsStr) -> Res<Probe> {
+/// What `name` is in `dirfd`. With `oci`, the layer is in the OCI format as well as the
+/// kernel's: a file `.wh.NAME` deletes NAME. Without it `.wh.` names are plain names, as
+/// kernel overlayfs has them.
+pub fn probe(dirfd: RawFd, name: &OsStr, oci: bool) -> Res<Probe> {
     match sys::stat_opt(dirfd, name)? {
         Some(st) if sys::is_whiteout_dev(&st) => Ok(Probe::Whiteout),
         Some(st) => Ok(Probe::Entry(st)),
+        None if !oci => Ok(Probe::Absent),
         None => match sys::stat_opt(dirfd, &whiteout_name(name)) {
             Ok(Some(_)) => Ok(Probe::Whiteout),
             // `.wh.` + a name near NAME_MAX cannot exist, so nothing whites that name out.
@@ -138,14 +143,18 @@ fn xattr_of(dirfd: RawFd, name: &OsStr, key: &str) -> Res<Option<Vec<u8>>> {
     }
 }
 
-/// Is directory `name` in `dirfd` opaque, in either format and either xattr namespace?
-pub fn is_opaque(dirfd: RawFd, name: &OsStr) -> Res<bool> {
+/// Is directory `name` in `dirfd` opaque, by an xattr in either namespace or (with `oci`, in a
+/// layer of the OCI format) by a `.wh..wh..opq` file inside it?
+pub fn is_opaque(dirfd: RawFd, name: &OsStr, oci: bool) -> Res<bool> {
     for ns in [XattrNs::Trusted, XattrNs::User] {
         if let Some(v) = xattr_of(dirfd, name, ns.opaque())? {
             if v.as_slice() == b"y" {
                 return Ok(true);
             }
         }
+    }
+    if !oci {
+        return Ok(false);
     }
     let sub = sys::openat(dirfd, name, libc::O_PATH | libc::O_DIRECTORY, 0)?;
     Ok(sys::stat_opt(sub.as_raw_fd(), OsStr::new(WH_OPAQUE))?.is_some())
@@ -167,6 +176,17 @@ pub fn redirect_of(dirfd: RawFd, name: &OsStr) -> Res<Option<Redirect>> {
         }
     }
     Ok(None)
+}
+
+/// With redirect_dir=nofollow a directory whose redirect points into the lower layers is not
+/// looked up at all, as the kernel refuses it: following one is like a symlink into the lower
+/// layers, and not following it would show the directory without its content.
+pub fn refused_redirect(path: &Path) -> i32 {
+    log::warn!(
+        "refusing to follow the redirect of /{} (redirect_dir=nofollow)",
+        path.display()
+    );
+    libc::EPERM
 }
 
 pub fn parse_redirect(v: &[u8]) -> Option<Redirect> {
@@ -223,21 +243,30 @@ mod tests {
         let l = Layer::open(d.path()).unwrap();
         let fd = l.dir(Path::new("")).unwrap();
         assert!(matches!(
-            probe(fd.as_raw_fd(), OsStr::new("gone")).unwrap(),
+            probe(fd.as_raw_fd(), OsStr::new("gone"), true).unwrap(),
             Probe::Whiteout
         ));
+        // In a kernel-format layer `.wh.gone` is a file like any other and hides nothing.
         assert!(matches!(
-            probe(fd.as_raw_fd(), OsStr::new("here")).unwrap(),
+            probe(fd.as_raw_fd(), OsStr::new("gone"), false).unwrap(),
+            Probe::Absent
+        ));
+        assert!(matches!(
+            probe(fd.as_raw_fd(), OsStr::new(".wh.gone"), false).unwrap(),
             Probe::Entry(_)
         ));
         assert!(matches!(
-            probe(fd.as_raw_fd(), OsStr::new("never")).unwrap(),
+            probe(fd.as_raw_fd(), OsStr::new("here"), true).unwrap(),
+            Probe::Entry(_)
+        ));
+        assert!(matches!(
+            probe(fd.as_raw_fd(), OsStr::new("never"), true).unwrap(),
             Probe::Absent
         ));
         if sys::geteuid() == 0 {
             sys::mknodat(fd.as_raw_fd(), OsStr::new("dev"), libc::S_IFCHR, 0).unwrap();
             assert!(matches!(
-                probe(fd.as_raw_fd(), OsStr::new("dev")).unwrap(),
+                probe(fd.as_raw_fd(), OsStr::new("dev"), false).unwrap(),
                 Probe::Whiteout
             ));
         }

@@ -57,8 +57,7 @@ impl Union {
         let used = self.index_used.get_or_init(|| {
             AtomicBool::new(sys::read_dir(d).map(|e| !e.is_empty()).unwrap_or(true))
         });
-        used.load(Ordering::Relaxed)
-            && sys::stat_opt(d, &index_name(id)).ok().flatten().is_some()
+        used.load(Ordering::Relaxed) && sys::stat_opt(d, &index_name(id)).ok().flatten().is_some()
     }
 
     /// Link the copy `tmp` (in `work`) into the index as node `id`, replacing what a crash may

@@ -34,7 +34,7 @@ use dashmap::{DashMap, DashSet};
 
 use crate::inode::{encode, InodeTable};
 use crate::sys::{self, Res};
-use layer::{is_opaque, probe, redirect_of, Layer, Probe, Redirect, XattrNs};
+use layer::{is_opaque, probe, redirect_of, refused_redirect, Layer, Probe, Redirect, XattrNs};
 use lowerindex::{DirIndex, Lower, LowerDirs};
 
 /// Where a walk down the lower layers goes next.
@@ -106,7 +106,10 @@ impl Node {
 }
 
 pub struct Options {
-    pub redirect_dir: bool,
+    /// redirect_dir: follow the redirects found in the layers (on, follow, off) ...
+    pub redirect_follow: bool,
+    /// ... and write them when a lower or merged directory is renamed (on).
+    pub redirect_create: bool,
     pub read_only: bool,
     /// Where overlay metadata xattrs go in the upper layer.
     pub xattr_ns: XattrNs,
@@ -328,10 +331,21 @@ impl Union {
                     if self.opts.plain {
                         stop = true;
                     } else if is_dir(&st) {
-                        if is_opaque(fd.as_raw_fd(), name)? {
+                        if is_opaque(fd.as_raw_fd(), name, !self.opts.kernel_whiteouts)? {
                             stop = true;
-                        } else if self.opts.redirect_dir {
+                        } else {
                             redirect = redirect_of(fd.as_raw_fd(), name)?;
+                            if !self.opts.redirect_follow {
+                                let below = match &redirect {
+                                    Some(Redirect::Abs(_)) => !self.lowers.is_empty(),
+                                    Some(Redirect::Name(_)) => !pst.lowers.is_empty(),
+                                    None => false,
+                                };
+                                if below {
+                                    return Err(refused_redirect(&ppath.join(name)));
+                                }
+                                redirect = None;
+                            }
                         }
                     } else {
                         stop = true;
@@ -461,13 +475,17 @@ impl Union {
             if c.opaque {
                 return Ok(Step::Stop);
             }
-            if self.opts.redirect_dir {
-                // A layer that was itself an overlay upper: continue where its redirect points.
-                match &c.redirect {
-                    Some(Redirect::Abs(p)) => return Ok(Step::Redirect(p.clone())),
-                    Some(Redirect::Name(n)) => return Ok(Step::Redirect(parent.join(n))),
-                    None => {}
+            // A layer that was itself an overlay upper: continue where its redirect points.
+            match &c.redirect {
+                Some(_) if !self.opts.redirect_follow => {
+                    let (l, _) = &out[out.len() - 1];
+                    if l.layer < self.lowers.len() {
+                        return Err(refused_redirect(&l.path));
+                    }
                 }
+                Some(Redirect::Abs(p)) => return Ok(Step::Redirect(p.clone())),
+                Some(Redirect::Name(n)) => return Ok(Step::Redirect(parent.join(n))),
+                None => {}
             }
         }
         Ok(Step::Next)
@@ -507,12 +525,14 @@ impl Union {
         if self.opts.plain {
             return Ok(sys::stat_opt(dirfd, name)?.map_or(Probe::Absent, Probe::Entry));
         }
-        probe(dirfd, name)
+        probe(dirfd, name, !self.opts.kernel_whiteouts)
     }
 
     /// Is `name` overlay bookkeeping (a `.wh.` name) that users can neither see nor make?
+    /// Only where the upper is in the OCI format: with kernel-format whiteouts, `.wh.` names are
+    /// plain names, as under kernel overlayfs.
     pub(crate) fn is_marker_name(&self, name: &OsStr) -> bool {
-        !self.opts.plain && layer::is_whiteout_name(name)
+        !self.opts.plain && !self.opts.kernel_whiteouts && layer::is_whiteout_name(name)
     }
 
     /// Is xattr `name` overlay bookkeeping, hidden from users?

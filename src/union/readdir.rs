@@ -44,7 +44,8 @@ impl Union {
             // This layer's visible entries and the names its whiteouts hide below it.
             let (entries, new_hidden) = if layer == 0 {
                 let fd = self.layer(0).dir(&lpath)?;
-                let r = upper_listing(fd.as_raw_fd(), self.opts.plain)?;
+                let r =
+                    upper_listing(fd.as_raw_fd(), self.opts.plain, !self.opts.kernel_whiteouts)?;
                 upper_fd = Some(fd);
                 r
             } else {
@@ -62,7 +63,8 @@ impl Union {
                     // one takes its number from here, unless the table knows it.
                     if upper_dirs.remove(&i) && dtype == libc::DT_DIR {
                         if let Some(ufd) = &upper_fd {
-                            if !is_opaque(ufd.as_raw_fd(), &name).unwrap_or(true) {
+                            let oci = !self.opts.kernel_whiteouts;
+                            if !is_opaque(ufd.as_raw_fd(), &name, oci).unwrap_or(true) {
                                 out[i].ino = self.encode(layer, dino);
                             }
                         }
@@ -165,8 +167,9 @@ fn resume_at(entries: &[Entry], offset: u64) -> usize {
 type Listing = (Vec<(OsString, u8, u64)>, Vec<OsString>);
 
 /// The upper directory's entries, without whiteouts, and the names those whiteouts hide
-/// (in a plain tree: every entry, nothing hidden).
-fn upper_listing(fd: i32, plain: bool) -> Res<Listing> {
+/// (in a plain tree: every entry, nothing hidden). `.wh.` names are whiteouts only in an upper
+/// of the OCI format (`oci`); in the kernel's they are entries like any other.
+fn upper_listing(fd: i32, plain: bool, oci: bool) -> Res<Listing> {
     let mut entries = Vec::new();
     let mut hidden = Vec::new();
     for (name, dtype, dino) in sys::read_dir(fd)? {
@@ -175,7 +178,7 @@ fn upper_listing(fd: i32, plain: bool) -> Res<Listing> {
             continue;
         }
         let b = name.as_bytes();
-        if let Some(rest) = b.strip_prefix(WH_PREFIX) {
+        if let Some(rest) = b.strip_prefix(WH_PREFIX).filter(|_| oci) {
             if !rest.starts_with(b".wh.") {
                 hidden.push(OsStr::from_bytes(rest).to_os_string());
             }
@@ -221,7 +224,8 @@ mod tests {
             None,
             InodeTable::in_memory(),
             Options {
-                redirect_dir: false,
+                redirect_follow: false,
+                redirect_create: false,
                 read_only: false,
                 xattr_ns: XattrNs::User,
                 kernel_whiteouts: false,

@@ -32,30 +32,65 @@ use store::Store;
 use tmpfs::Tmpfs;
 
 /// Checks that need nothing but the command line and the host: run before the daemon starts.
-pub fn check(grafts: &[Graft]) -> Result<()> {
+/// A bind source must not lie under the (canonical) `mountpoint`: the mount covers it.
+pub fn check(grafts: &[Graft], mountpoint: &Path) -> Result<()> {
     for g in grafts {
         if let Source::Bind(src) = &g.source {
-            if let Err(e) = fs::metadata(src) {
-                let why = match e.kind() {
-                    std::io::ErrorKind::NotFound => "does not exist".to_string(),
-                    _ => e.to_string(),
-                };
-                bail!("{}: bind source {} {why}", g.given, src.display());
-            }
+            let why = match src.canonicalize() {
+                Ok(p) if p.starts_with(mountpoint) => {
+                    format!("is inside the mountpoint {}", mountpoint.display())
+                }
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist".into(),
+                Err(e) => e.to_string(),
+            };
+            bail!("{}: bind source {} {why}", g.given, src.display());
         }
     }
     Ok(())
 }
 
-/// What a mount holds for its grafts while it serves them.
+/// What a mount holds for its grafts while it serves them, and what it made for them.
 #[derive(Default)]
 pub struct Attached {
     root: Option<PathBuf>,
     volumes: Vec<String>,
     tmpfs: Vec<Tmpfs>,
+    /// Volumes this mount created.
+    created: Vec<String>,
+    /// Entries made in the tree for grafts to stand on, in the order they were made:
+    /// (parent, name, is a directory).
+    made: Vec<(u64, OsString, bool)>,
 }
 
 impl Attached {
+    /// The mount failed: take away what was made for it (the entries made in the tree for
+    /// grafts, the volumes it created), then let go of the rest.
+    pub fn undo(&mut self, tree: &Tree) {
+        for (parent, name, dir) in self.made.drain(..).rev() {
+            let (_, fs, local) = tree.route(parent);
+            if let Err(e) = fs.unlink(local, &name, dir) {
+                log::warn!("cannot remove {name:?}, made for a graft: {}", errstr(e));
+            }
+        }
+        let created = std::mem::take(&mut self.created);
+        self.release();
+        if created.is_empty() {
+            return;
+        }
+        let root = Root::locate(self.root.clone());
+        match Store::open(&root) {
+            Ok(s) => {
+                for v in created {
+                    if let Err(e) = s.remove(&v) {
+                        log::warn!("volume {v}: {e:#}");
+                    }
+                }
+            }
+            Err(e) => log::warn!("volume store: {e:#}"),
+        }
+    }
+
     /// Let go: the volumes are no longer used by this mount, tmpfs stand-ins are removed.
     pub fn release(&mut self) {
         for t in self.tmpfs.drain(..) {
@@ -109,10 +144,11 @@ pub fn attach(
         root: Some(root.path.clone()),
         ..Default::default()
     };
-    match attach_all(tree, grafts, root, mountpoint, &mut held) {
+    let r = attach_all(tree, grafts, root, mountpoint, &mut held);
+    match r {
         Ok(()) => Ok(held),
         Err(e) => {
-            held.release();
+            held.undo(tree);
             Err(e)
         }
     }
@@ -171,14 +207,15 @@ fn attach_all(
                 }
             }
         };
-        let (parent, name) = mountpoint_of(tree, g, opened.file.is_some())?;
+        let (parent, name) = mountpoint_of(tree, g, opened.file.is_some(), &mut held.made)?;
         let fs = Union::new(
             Some(opened.layer),
             Vec::new(),
             None,
             InodeTable::in_memory(),
             union::Options {
-                redirect_dir: false,
+                redirect_follow: false,
+                redirect_create: false,
                 read_only: g.read_only,
                 xattr_ns: XattrNs::User,
                 kernel_whiteouts: false,
@@ -256,8 +293,11 @@ fn open_volume(
     let (mut v, new) = s
         .create(name, Default::default())
         .with_context(|| g.given.clone())?;
-    if name.is_none() && new {
-        s.mark_anonymous(&mut v)?;
+    if new {
+        held.created.push(v.name.clone());
+        if name.is_none() {
+            s.mark_anonymous(&mut v)?;
+        }
     }
     let data = s.data(&v.name);
     fs::create_dir_all(&data).with_context(|| format!("volume {}", data.display()))?;
@@ -295,11 +335,40 @@ fn image_dir(image: &Tree, target: &Path) -> Option<u64> {
 }
 
 /// The (parent, name) a graft stands at, made if missing: directories on the way, and the
-/// mountpoint itself, an empty directory (or file, for a single-file graft).
-fn mountpoint_of(tree: &Tree, g: &Graft, file: bool) -> Result<(u64, OsString)> {
+/// mountpoint itself, an empty directory (or file, for a single-file graft). What is made is
+/// added to `made`.
+fn mountpoint_of(
+    tree: &Tree,
+    g: &Graft,
+    file: bool,
+    made: &mut Vec<(u64, OsString, bool)>,
+) -> Result<(u64, OsString)> {
     let who = caller();
     let ctx = |e: i32| anyhow!("{}: target {}: {}", g.given, g.target.display(), errstr(e));
-    let (parent, name) = tree.resolve(&g.target, Some(who)).map_err(ctx)?;
+    // The directories on the way that are missing (resolve makes them): from the first one
+    // that does not exist down to the target's parent.
+    let ancestors: Vec<&Path> = {
+        let mut a: Vec<&Path> = g.target.ancestors().skip(1).collect();
+        a.retain(|p| p.file_name().is_some());
+        a.reverse();
+        a
+    };
+    let exists = |p: &Path| match tree.resolve(p, None) {
+        Ok((parent, name)) => tree.lookup(parent, &name).is_ok(),
+        Err(_) => false,
+    };
+    let missing: Vec<&Path> = match ancestors.iter().position(|p| !exists(p)) {
+        Some(i) => ancestors[i..].to_vec(),
+        None => Vec::new(),
+    };
+    let r = tree.resolve(&g.target, Some(who));
+    for p in missing {
+        match tree.resolve(p, None) {
+            Ok((dp, dn)) if tree.lookup(dp, &dn).is_ok() => made.push((dp, dn, true)),
+            _ => break,
+        }
+    }
+    let (parent, name) = r.map_err(ctx)?;
     match tree.lookup(parent, &name) {
         Ok((_, st)) => fits(g, &st, file)?,
         Err(libc::ENOENT) => {
@@ -315,6 +384,7 @@ fn mountpoint_of(tree: &Tree, g: &Graft, file: bool) -> Result<(u64, OsString)> 
             };
             let (_, fs, local) = tree.route(parent);
             fs.make_entry(local, &name, what, mode, who).map_err(ctx)?;
+            made.push((parent, name.clone(), !file));
         }
         Err(e) => return Err(ctx(e)),
     }
