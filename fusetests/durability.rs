@@ -148,3 +148,26 @@ fn a_copied_up_file_has_its_inode_record_on_disk_before_it_is_visible() {
         ),
     }
 }
+
+#[test]
+fn fsync_0_makes_fsync_and_fsyncdir_return_without_syncing() {
+    let m = Builder::new(1)
+        .lower(0, |l| {
+            l.file("d/old", "old\n");
+        })
+        .opt("fsync=0")
+        .mount();
+    m.run(|c| write(c.p("d/new"), "new\n"));
+    let t = Tracer::attach(m.daemon_pid(), "fsync,fdatasync", m.base.join("trace"));
+    m.run(|c| {
+        let f = File::options().append(true).open(c.p("d/new")).unwrap();
+        assert_eq!(unsafe { libc::fsync(f.as_raw_fd()) }, 0);
+        fsync_dir(c.p("d"));
+    });
+    let synced: Vec<_> = t
+        .finish()
+        .into_iter()
+        .filter(|l| l.contains(&m.u("").display().to_string()))
+        .collect();
+    assert!(synced.is_empty(), "fsync=0 still synced: {synced:#?}");
+}

@@ -447,6 +447,7 @@ fn serve(layout: &Layout, source: Option<&str>, notify: Option<&OwnedFd>) -> Res
         plain: false,
         id_base: 0,
         check_permissions: !root && !o.default_permissions,
+        show: shown(o),
     };
     let read_only = opts.read_only;
     let fs =
@@ -466,12 +467,15 @@ fn serve(layout: &Layout, source: Option<&str>, notify: Option<&OwnedFd>) -> Res
     } else {
         fuser::SessionACL::Owner
     };
-    config.n_threads = Some(
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-            .clamp(2, 8),
-    );
+    let auto = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 8);
+    config.n_threads = Some(match (o.threaded, o.max_threads) {
+        (Some(false), _) => 1,
+        (_, Some(n)) => n,
+        _ => auto,
+    });
     config.clone_fd = true;
     // The kernel's mount comes before anything is made for the grafts: what it refuses (a
     // mountpoint fusermount3 will not mount on, say) leaves nothing behind. No request is
@@ -840,4 +844,25 @@ pub fn umount_with(mountpoint: &Path, lazy: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// What fuse-overlayfs's owner and presentation options ask the union to show.
+fn shown(o: &MountOptions) -> union::Shown {
+    use union::idmap::{IdMap, Owners};
+    let squash_root = o.squash_to_root.then_some(0);
+    union::Shown {
+        owners: Owners {
+            uid: IdMap {
+                ranges: o.uidmapping.clone(),
+                squash: o.squash_to_uid.or(squash_root),
+            },
+            gid: IdMap {
+                ranges: o.gidmapping.clone(),
+                squash: o.squash_to_gid.or(squash_root),
+            },
+        },
+        static_nlink: o.static_nlink,
+        noacl: o.noacl,
+        no_fsync: o.no_fsync,
+    }
 }

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
+use crate::union::idmap::{parse_ranges, Range};
+
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct MountOptions {
     /// Top-most first.
@@ -25,6 +27,22 @@ pub struct MountOptions {
     pub userxattr: bool,
     /// Flags handed to the kernel as they are (nodev, nosuid, noexec, noatime, ...).
     pub kernel_flags: Vec<String>,
+    /// fuse-overlayfs's uidmapping= and gidmapping= (see union::idmap).
+    pub uidmapping: Vec<Range>,
+    pub gidmapping: Vec<Range>,
+    /// squash_to_root, squash_to_uid=, squash_to_gid= (the latter two win over the first).
+    pub squash_to_root: bool,
+    pub squash_to_uid: Option<u32>,
+    pub squash_to_gid: Option<u32>,
+    /// Directories report st_nlink 1.
+    pub static_nlink: bool,
+    /// POSIX ACL xattrs are refused.
+    pub noacl: bool,
+    /// fsync=0: fsync and fsyncdir return at once (copy-ups still sync).
+    pub no_fsync: bool,
+    /// Threads serving requests: threaded=0 is one, max_threads=N at most N.
+    pub threaded: Option<bool>,
+    pub max_threads: Option<usize>,
 }
 
 /// Split on unescaped `sep`, removing the escaping backslashes.
@@ -86,6 +104,22 @@ fn one_of<'a>(key: &str, v: &'a str, allowed: &[&str]) -> Result<&'a str> {
         Ok(v)
     } else {
         bail!("option {key}: expected {}, got '{v}'", allowed.join(" or "))
+    }
+}
+
+fn ranges(key: &str, v: &str) -> Result<Vec<Range>> {
+    parse_ranges(v).map_err(|e| anyhow::anyhow!("option {key}: {e}"))
+}
+
+fn number(key: &str, v: &str) -> Result<u32> {
+    v.parse()
+        .map_err(|_| anyhow::anyhow!("option {key}: '{v}' is not a number"))
+}
+
+fn flag(key: &str, v: Option<&str>) -> Result<bool> {
+    match v {
+        None => Ok(true),
+        Some(_) => bail!("option {key} takes no value"),
     }
 }
 
@@ -158,10 +192,32 @@ pub fn parse(opts: &[String]) -> Result<MountOptions> {
                         bail!("option volatile takes no value");
                     }
                 }
-                // mount.fuse3 and fuse-overlayfs callers pass these; they change nothing here.
-                "subtype" | "noacl" | "auto_unmount" | "squash_to_root" | "squash_to_uid"
-                | "squash_to_gid" | "static_nlink" | "fast_ino" | "plugins" | "threaded"
-                | "fsync" => {}
+                "uidmapping" => m.uidmapping = ranges(key, &need(val)?)?,
+                "gidmapping" => m.gidmapping = ranges(key, &need(val)?)?,
+                "squash_to_root" => m.squash_to_root = flag(key, val)?,
+                "squash_to_uid" => m.squash_to_uid = Some(number(key, &need(val)?)?),
+                "squash_to_gid" => m.squash_to_gid = Some(number(key, &need(val)?)?),
+                "static_nlink" => m.static_nlink = flag(key, val)?,
+                "noacl" => m.noacl = flag(key, val)?,
+                "fsync" => m.no_fsync = one_of(key, &need(val)?, &["0", "1"])? == "0",
+                "threaded" => m.threaded = Some(one_of(key, &need(val)?, &["0", "1"])? == "1"),
+                "max_threads" => {
+                    let n = number(key, &need(val)?)? as usize;
+                    if n == 0 {
+                        bail!("option max_threads must be at least 1");
+                    }
+                    m.max_threads = Some(n);
+                }
+                // mount.fuse3 and fuse-overlayfs callers pass these; they change nothing here:
+                // the type is fixed, strata never outlives its mount, inode numbers are always
+                // unique and stable (fast_ino asks for less), and fuse-overlayfs's plugins are
+                // for lower layers strata does not read (it refuses any plugin named).
+                "subtype" | "auto_unmount" | "fast_ino" => {}
+                "plugins" => {
+                    if val.is_some_and(|v| !v.is_empty()) {
+                        bail!("option plugins= is not supported: strata has no layer plugins");
+                    }
+                }
                 "userxattr" => m.userxattr = true,
                 "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" | "atime" | "noatime"
                 | "relatime" | "norelatime" | "strictatime" | "diratime" | "nodiratime"
@@ -192,6 +248,29 @@ mod tests {
 
     fn p(s: &str) -> Result<MountOptions> {
         parse(&[s.to_string()])
+    }
+
+    #[test]
+    fn fuse_overlayfs_owner_options() {
+        let m = p("lowerdir=/l,uidmapping=:0:1:1001:1001:0:1,gidmapping=0:100:10,squash_to_uid=7,static_nlink,noacl,fsync=0,threaded=0,max_threads=3").unwrap();
+        assert_eq!(m.uidmapping.len(), 2);
+        assert_eq!(m.gidmapping[0].shown, 100);
+        assert_eq!(m.squash_to_uid, Some(7));
+        assert!(m.static_nlink && m.noacl && m.no_fsync);
+        assert_eq!((m.threaded, m.max_threads), (Some(false), Some(3)));
+        for bad in [
+            "uidmapping=0:1",
+            "gidmapping=x:1:1",
+            "squash_to_uid=me",
+            "fsync=maybe",
+            "max_threads=0",
+            "static_nlink=1",
+            "plugins=/usr/lib/foo.so",
+        ] {
+            let e = p(&format!("lowerdir=/l,{bad}")).unwrap_err().to_string();
+            let key = bad.split('=').next().unwrap();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
     }
 
     #[test]

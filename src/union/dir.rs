@@ -75,6 +75,14 @@ impl Union {
         if self.is_marker_name(name) {
             return Err(libc::EINVAL);
         }
+        // The caller's ids as stored on disk; a caller the mapping cannot represent makes
+        // nothing (EOVERFLOW, as for an idmapped mount).
+        let owners = &self.opts.show.owners;
+        let who = Caller {
+            uid: owners.uid.store(who.uid).map_err(|_| libc::EOVERFLOW)?,
+            gid: owners.gid.store(who.gid).map_err(|_| libc::EOVERFLOW)?,
+            pid: who.pid,
+        };
         let _g = self.write_ns();
         let (pst, ppath) = self.resolve(parent)?;
         if self.find_shallow(&pst, &ppath, name)?.is_some() {

@@ -162,6 +162,9 @@ impl Union {
 
     pub fn fsync(&self, fh: u64, datasync: bool) -> Res<()> {
         let h = self.handle(fh)?;
+        if self.opts.show.no_fsync {
+            return Ok(());
+        }
         sys::fsync(h.fd.as_raw_fd(), datasync)
     }
 
@@ -169,6 +172,9 @@ impl Union {
     /// its path that copy-up made since the last fsyncdir, whose entries are not durable
     /// otherwise. A directory that is only in lower layers has nothing to sync.
     pub fn fsyncdir(&self, id: u64, datasync: bool) -> Res<()> {
+        if self.opts.show.no_fsync {
+            return Ok(());
+        }
         let _g = self.read_ns();
         let (st, path) = self.resolve(id)?;
         if !st.upper || self.upper.is_none() {
@@ -232,7 +238,11 @@ impl Union {
         let mut st = sys::fstat(h.fd.as_raw_fd())?;
         if h.upper {
             st.st_nlink = self.shown_nlink(&st);
+            if self.opts.xattr_permissions {
+                super::xattr::apply_override_fd(h.fd.as_raw_fd(), &mut st);
+            }
         }
+        self.opts.show.apply(&mut st);
         st.st_ino = h.id;
         Ok(st)
     }
@@ -286,7 +296,8 @@ impl Union {
         let drop_sgid = if group_exec {
             change == Change::Owner || !privileged
         } else {
-            !privileged && !who.is_some_and(|c| c.in_group(st.st_gid))
+            !privileged
+                && !who.is_some_and(|c| c.in_group(self.opts.show.owners.gid.show(st.st_gid)))
         };
         if drop_sgid {
             keep &= !libc::S_ISGID;
@@ -330,6 +341,15 @@ impl Union {
 
     pub fn setattr(&self, id: u64, a: &SetAttr) -> Res<libc::stat> {
         self.writable()?;
+        // Owners given are stored through the inverse of the mapping; one outside it is refused
+        // before anything changes.
+        let owners = &self.opts.show.owners;
+        let a = &SetAttr {
+            uid: a.uid.map(|u| owners.uid.store(u)).transpose()?,
+            gid: a.gid.map(|g| owners.gid.store(g)).transpose()?,
+            caller: a.caller,
+            ..*a
+        };
         self.copy_up_for_write(id, a.size == Some(0))?;
         let _g = self.write_ns();
         self.copy_up(id)?;

@@ -18,6 +18,7 @@ pub mod copy_up;
 pub mod dir;
 pub mod file;
 pub mod graft;
+pub mod idmap;
 pub mod layer;
 pub mod link;
 pub mod lowerindex;
@@ -126,6 +127,32 @@ pub struct Options {
     /// The kernel does not check permissions (no default_permissions): strata does, for
     /// access(2) and open (see access).
     pub check_permissions: bool,
+    /// How entries are shown: fuse-overlayfs's owner mapping and presentation options.
+    pub show: Shown,
+}
+
+/// fuse-overlayfs's options that change what users see, not what is stored.
+#[derive(Clone, Debug, Default)]
+pub struct Shown {
+    /// uidmapping=, gidmapping= and the squash options (see idmap).
+    pub owners: idmap::Owners,
+    /// static_nlink: directories report st_nlink 1.
+    pub static_nlink: bool,
+    /// noacl: POSIX ACL xattrs are refused.
+    pub noacl: bool,
+    /// fsync=0: fsync and fsyncdir return at once.
+    pub no_fsync: bool,
+}
+
+impl Shown {
+    /// What is shown of a stat taken from a layer: owners through the mapping, and the
+    /// link count of directories.
+    pub fn apply(&self, st: &mut libc::stat) {
+        self.owners.show_stat(st);
+        if self.static_nlink && st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            st.st_nlink = 1;
+        }
+    }
 }
 
 /// What a directory holds under one name, across all layers.
@@ -630,6 +657,7 @@ impl Union {
                 xattr::apply_override(fd.as_raw_fd(), name, st);
             }
         }
+        self.opts.show.apply(st);
     }
 
     fn root_ino(&self) -> u64 {

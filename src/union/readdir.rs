@@ -233,6 +233,7 @@ mod tests {
                 plain: true,
                 id_base: 0,
                 check_permissions: false,
+                show: Default::default(),
             },
         )
         .unwrap();

@@ -5,6 +5,7 @@
 use std::ffi::{OsStr, OsString};
 use std::os::fd::AsRawFd;
 
+use super::idmap::{is_acl_xattr, map_acl};
 use super::layer::is_private_xattr;
 use super::Union;
 use crate::sys::{self, Res};
@@ -80,14 +81,29 @@ fn read_override(dfd: i32, name: &OsStr) -> Option<(u32, u32, u32)> {
 
 /// Show the owner, mode and type recorded in the override xattr, if any.
 pub fn apply_override(dfd: i32, name: &OsStr, st: &mut libc::stat) {
-    if let Some((uid, gid, mode)) = read_override(dfd, name) {
-        st.st_uid = uid;
-        st.st_gid = gid;
-        if mode & libc::S_IFMT != 0 {
-            st.st_mode = mode;
-        } else {
-            st.st_mode = (st.st_mode & libc::S_IFMT) | (mode & 0o7777);
-        }
+    if let Some(o) = read_override(dfd, name) {
+        show_override(o, st);
+    }
+}
+
+/// The same for an open file.
+pub fn apply_override_fd(fd: i32, st: &mut libc::stat) {
+    let found = std::iter::once(OVERRIDE_XATTR)
+        .chain(FOREIGN_OVERRIDES)
+        .find_map(|key| sys::fgetxattr(fd, OsStr::new(key)))
+        .and_then(|v| parse_override(&v));
+    if let Some(o) = found {
+        show_override(o, st);
+    }
+}
+
+fn show_override((uid, gid, mode): (u32, u32, u32), st: &mut libc::stat) {
+    st.st_uid = uid;
+    st.st_gid = gid;
+    if mode & libc::S_IFMT != 0 {
+        st.st_mode = mode;
+    } else {
+        st.st_mode = (st.st_mode & libc::S_IFMT) | (mode & 0o7777);
     }
 }
 
@@ -112,18 +128,35 @@ impl Union {
         f(&p)
     }
 
+    /// A POSIX ACL xattr under noacl (refused), or with its ids shown through the mapping.
+    fn acl_check(&self, name: &OsStr) -> Res<bool> {
+        if !is_acl_xattr(name) {
+            return Ok(false);
+        }
+        if self.opts.show.noacl {
+            return Err(libc::EOPNOTSUPP);
+        }
+        Ok(true)
+    }
+
     pub fn getxattr(&self, id: u64, name: &OsStr) -> Res<Vec<u8>> {
         if self.is_private_xattr(name) {
             return Err(libc::ENODATA);
         }
+        let acl = self.acl_check(name)?;
         let _g = self.read_ns();
-        self.with_top(id, |p| sys::lgetxattr(p, name))
+        let v = self.with_top(id, |p| sys::lgetxattr(p, name))?;
+        let o = &self.opts.show.owners;
+        if acl && !(o.uid.ranges.is_empty() && o.gid.ranges.is_empty()) {
+            return map_acl(&v, |u| Ok(o.uid.show(u)), |g| Ok(o.gid.show(g)));
+        }
+        Ok(v)
     }
 
     pub fn listxattr(&self, id: u64) -> Res<Vec<OsString>> {
         let _g = self.read_ns();
         let mut names = self.with_top(id, sys::llistxattr)?;
-        names.retain(|n| !self.is_private_xattr(n));
+        names.retain(|n| !(self.is_private_xattr(n) || self.opts.show.noacl && is_acl_xattr(n)));
         Ok(names)
     }
 
@@ -132,6 +165,14 @@ impl Union {
         if self.is_private_xattr(name) {
             return Err(libc::EPERM);
         }
+        let stored;
+        let value = if self.acl_check(name)? {
+            let o = &self.opts.show.owners;
+            stored = map_acl(value, |u| o.uid.store(u), |g| o.gid.store(g))?;
+            stored.as_slice()
+        } else {
+            value
+        };
         self.copy_up_for_write(id, false)?;
         let _g = self.write_ns();
         self.copy_up(id)?;
@@ -143,6 +184,7 @@ impl Union {
         if self.is_private_xattr(name) {
             return Err(libc::ENODATA);
         }
+        self.acl_check(name)?;
         // Nothing to copy up for an attribute that is not there.
         {
             let _g = self.read_ns();

@@ -223,6 +223,7 @@ fn attach_all(
                 plain: true,
                 id_base: tree.next_id_base(),
                 check_permissions: tree.union().opts.check_permissions,
+                show: tree.union().opts.show.clone(),
             },
         )
         .map_err(|e| anyhow!("{}: {}", g.given, errstr(e)))?;

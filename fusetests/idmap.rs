@@ -1,0 +1,221 @@
+//! fuse-overlayfs's owner and presentation options: uidmapping/gidmapping (owners shown through
+//! the mapping, stored through its inverse, unmapped ids refused, all of it across copy-up and
+//! remount, and the owners on disk untouched), the squash options, static_nlink, noacl and the
+//! thread options.
+
+mod common;
+use common::*;
+use std::os::unix::fs::MetadataExt;
+use std::process::Command;
+
+/// The example of fuse-overlayfs's man page: disk 0 shown as 1000, disk 1.. as 110000...
+const MAP: &str = "uidmapping=0:1000:1:1:110000:65536,gidmapping=0:1000:1:1:110000:65536";
+
+fn owners(p: &std::path::Path) -> (u32, u32) {
+    let m = lstat(p);
+    (m.uid(), m.gid())
+}
+
+fn layers() -> Builder {
+    Builder::new(1).lower(0, |l| {
+        l.file("f0", "zero\n").owner("f0", 0, 0);
+        l.file("f1", "one\n").owner("f1", 1, 1);
+        l.file("f5", "five\n").owner("f5", 5, 5);
+        l.file("far", "far\n").owner("far", 70000, 70000);
+        l.dir("d/sub1")
+            .dir("d/sub2")
+            .owner("d", 1, 1)
+            .mode("d", 0o777);
+    })
+}
+
+/// A POSIX ACL xattr value (version 2) granting user `uid` read access.
+fn acl_with_user(uid: u32) -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in [
+        (0x01u16, 6u16, u32::MAX), // owner
+        (0x02, 4, uid),            // named user
+        (0x04, 4, u32::MAX),       // group
+        (0x10, 4, u32::MAX),       // mask
+        (0x20, 4, u32::MAX),       // other
+    ] {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
+}
+
+fn acl_user(v: &[u8]) -> u32 {
+    u32::from_le_bytes(v[4 + 8 + 4..4 + 8 + 8].try_into().unwrap())
+}
+
+#[test]
+fn owners_are_shown_through_the_mapping_and_stored_through_its_inverse() {
+    assert!(is_root(), "needs root (setpriv to act as a mapped user)");
+    let mut m = layers().opt(MAP).mount();
+    let check = |c: &Ctx| {
+        assert_eq!(owners(&c.p("f0")), (1000, 1000), "disk 0");
+        assert_eq!(owners(&c.p("f1")), (110000, 110000), "disk 1");
+        assert_eq!(
+            owners(&c.p("far")),
+            (65534, 65534),
+            "disk 70000 is unmapped"
+        );
+        assert_eq!(owners(&c.p("")), (1000, 1000), "the root directory");
+    };
+    m.run(move |c| {
+        check(&c);
+        // A mapped user creates: stored as the disk id it maps to.
+        let out = run_cmd(
+            Command::new("setpriv")
+                .args([
+                    "--reuid=110004",
+                    "--regid=110004",
+                    "--clear-groups",
+                    "touch",
+                ])
+                .arg(c.p("d/made")),
+            CMD_TIMEOUT,
+        );
+        assert!(
+            out.ok(),
+            "a mapped user could not create: {}",
+            out.describe()
+        );
+        assert_eq!(owners(&c.p("d/made")), (110004, 110004));
+        assert_eq!(owners(&c.u("d/made")), (5, 5), "on disk");
+        // Root (0) is outside the mapping's shown ids: it cannot own a new file.
+        assert_errno(
+            std::fs::write(c.p("rootmade"), "x"),
+            libc::EOVERFLOW,
+            "create by an unmapped caller",
+        );
+        // chown stores the inverse; an unmapped id is refused and changes nothing.
+        lchown(&c.p("f5"), 110009, 110009).unwrap();
+        assert_eq!(owners(&c.p("f5")), (110009, 110009));
+        assert_eq!(owners(&c.u("f5")), (10, 10), "chown stored on disk");
+        assert_errno(
+            lchown(&c.p("f0"), 5, 5),
+            libc::EINVAL,
+            "chown to an unmapped id",
+        );
+        assert!(!exists(c.u("f0")), "a refused chown copied f0 up");
+        // A copy-up keeps the disk owner.
+        append(c.p("f1"), "more\n");
+        assert_eq!(owners(&c.u("f1")), (1, 1));
+        assert_eq!(owners(&c.p("f1")), (110000, 110000));
+        // POSIX ACL entries are mapped both ways.
+        lsetxattr(
+            &c.p("f0"),
+            "system.posix_acl_access",
+            &acl_with_user(110005),
+            0,
+        )
+        .unwrap();
+        let shown = lgetxattr(&c.p("f0"), "system.posix_acl_access").unwrap();
+        assert_eq!(acl_user(&shown), 110005);
+        let stored = lgetxattr(&c.u("f0"), "system.posix_acl_access").unwrap();
+        assert_eq!(acl_user(&stored), 6, "ACL entry on disk");
+        assert_errno(
+            lsetxattr(&c.p("f5"), "system.posix_acl_access", &acl_with_user(3), 0),
+            libc::EINVAL,
+            "an ACL naming an unmapped user",
+        );
+    });
+    m.remount();
+    m.run(move |c| {
+        check(&c);
+        assert_eq!(owners(&c.p("f5")), (110009, 110009));
+        assert_eq!(owners(&c.p("d/made")), (110004, 110004));
+        assert_eq!(owners(&c.p("f1")), (110000, 110000));
+    });
+    // The lower is as it was.
+    assert_eq!(owners(&m.l(0, "f0")), (0, 0));
+    assert_eq!(owners(&m.l(0, "f5")), (5, 5));
+}
+
+#[test]
+fn squash_options_show_every_entry_as_one_owner() {
+    let m = layers().opt("squash_to_root").mount();
+    m.run(|c| {
+        for n in ["f0", "f1", "far", "d", ""] {
+            assert_eq!(owners(&c.p(n)), (0, 0), "{n} under squash_to_root");
+        }
+    });
+    drop(m);
+    let m = layers()
+        .opt("squash_to_root,squash_to_uid=123,squash_to_gid=456")
+        .mount();
+    m.run(|c| {
+        for n in ["f0", "f1", "far", "d"] {
+            assert_eq!(owners(&c.p(n)), (123, 456), "{n}: squash_to_uid/gid win");
+        }
+        // What is stored is what was given.
+        write(c.p("new"), "x");
+        assert_eq!(owners(&c.u("new")), (0, 0));
+        assert_eq!(owners(&c.p("new")), (123, 456));
+    });
+}
+
+#[test]
+fn static_nlink_gives_directories_one_link() {
+    let m = layers().mount();
+    m.run(|c| assert_eq!(lstat(c.p("d")).nlink(), 4));
+    drop(m);
+    let m = layers().opt("static_nlink").mount();
+    m.run(|c| {
+        assert_eq!(lstat(c.p("d")).nlink(), 1);
+        assert_eq!(lstat(c.p("")).nlink(), 1);
+        assert_eq!(lstat(c.p("f0")).nlink(), 1);
+        std::fs::hard_link(c.p("f0"), c.p("f0-link")).unwrap();
+        assert_eq!(lstat(c.p("f0")).nlink(), 2, "files keep their real count");
+    });
+}
+
+#[test]
+fn noacl_refuses_posix_acls() {
+    let m = Builder::new(1)
+        .lower(0, |l| {
+            l.file("f", "x\n")
+                .xattr("f", "system.posix_acl_access", &acl_with_user(7));
+        })
+        .opt("noacl")
+        .mount();
+    m.run(|c| {
+        assert_errno(
+            lsetxattr(&c.p("f"), "system.posix_acl_access", &acl_with_user(8), 0),
+            libc::EOPNOTSUPP,
+            "setting an ACL under noacl",
+        );
+        assert_errno(
+            lgetxattr(&c.p("f"), "system.posix_acl_access"),
+            libc::EOPNOTSUPP,
+            "reading the lower file's ACL under noacl",
+        );
+        let names = llistxattr(&c.p("f")).unwrap();
+        assert!(
+            !names.iter().any(|n| n.starts_with("system.posix_acl")),
+            "ACLs listed under noacl: {names:?}"
+        );
+    });
+}
+
+fn daemon_threads(m: &Mount) -> usize {
+    std::fs::read_dir(format!("/proc/{}/task", m.daemon_pid()))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn threaded_and_max_threads_set_the_request_threads() {
+    let one = layers().opt("threaded=0").mount();
+    one.run(|c| assert_eq!(read(c.p("f0")), "zero\n"));
+    let six = layers().opt("max_threads=6").mount();
+    six.run(|c| assert_eq!(read(c.p("f0")), "zero\n"));
+    assert_eq!(
+        daemon_threads(&six),
+        daemon_threads(&one) + 5,
+        "max_threads=6 against threaded=0"
+    );
+}
