@@ -6,6 +6,7 @@ use common::*;
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::os::unix::fs::{DirEntryExt, MetadataExt};
+use std::time::Duration;
 
 fn inos(c: &Ctx, rels: &[&str]) -> BTreeMap<String, u64> {
     rels.iter().map(|r| (r.to_string(), ino(c.p(r)))).collect()
@@ -225,5 +226,44 @@ fn readdir_d_ino_equals_st_ino_and_inodes_are_unique() {
         write(c.p("merged/new"), "n");
         rename(c.p("merged/l1"), c.p("merged/l1-renamed"));
         check_d_ino(&c.p(""), &mut HashMap::new());
+    });
+}
+
+/// A fresh upper gets its inode table at the first copy-up, not at mount, and that copy-up's
+/// record is durable before the copy is seen: a kill -9 right after it loses no st_ino.
+#[test]
+fn a_fresh_upper_makes_its_table_at_the_first_copy_up_and_a_kill_loses_no_number() {
+    let mut m = Builder::new(1)
+        .lower(0, |l| {
+            l.file("f", "x\n");
+        })
+        .mount();
+    let table = m.base.join("work/strata/inodes");
+    let before = m.run(|c| ino(c.p("f")));
+    assert!(
+        !table.join("CURRENT").exists(),
+        "a lookup made an inode table for a fresh upper"
+    );
+    m.run(|c| append(c.p("f"), "y\n"));
+    assert!(table.join("CURRENT").exists(), "the copy-up made no table");
+    let pid = m.daemon_pid();
+    assert_eq!(
+        unsafe { libc::kill(pid, libc::SIGKILL) },
+        0,
+        "kill -9 {pid}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || !std::path::Path::new(&format!(
+            "/proc/{pid}/exe"
+        ))
+        .exists()),
+        "the daemon {pid} did not die"
+    );
+    force_unmount(&m.mnt, None);
+    m.forget_mount();
+    m.mount_now();
+    m.run(move |c| {
+        assert_eq!(ino(c.p("f")), before, "st_ino changed across the kill");
+        assert_eq!(read(c.p("f")), "x\ny\n");
     });
 }

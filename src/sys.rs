@@ -467,3 +467,34 @@ pub fn is_whiteout_dev(st: &libc::stat) -> bool {
 pub fn geteuid() -> u32 {
     unsafe { libc::geteuid() }
 }
+
+/// Wait until process `pid` has exited, or `timeout` has passed, through a pidfd. False when
+/// the kernel gives no pidfd for it (then the caller must poll); true once it is gone or the
+/// time is up.
+pub fn wait_exit(pid: i32, timeout: std::time::Duration) -> bool {
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        // ESRCH: already gone.
+        return last() == libc::ESRCH;
+    }
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let r = unsafe { libc::poll(&mut p, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+        if r > 0 || (r == 0 && left.is_zero()) {
+            return true;
+        }
+        if r == 0 {
+            continue;
+        }
+        if last() != libc::EINTR {
+            return false;
+        }
+    }
+}

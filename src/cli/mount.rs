@@ -838,9 +838,12 @@ pub fn umount_with(mountpoint: &Path, lazy: bool) -> Result<()> {
     unmount_flags(&mp, if lazy { libc::MNT_DETACH } else { 0 })?;
     // Wait for the daemon to finish flushing its inode table.
     if let Some(pid) = pid {
-        let t = Instant::now();
-        while running(pid) && t.elapsed() < Duration::from_secs(30) {
-            std::thread::sleep(Duration::from_millis(20));
+        // Woken by the exit itself where the kernel has pidfds; a short poll otherwise.
+        if !crate::sys::wait_exit(pid, Duration::from_secs(30)) {
+            let t = Instant::now();
+            while running(pid) && t.elapsed() < Duration::from_secs(30) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
     }
     Ok(())

@@ -15,6 +15,7 @@
 //! after a crash or power loss every visible copy still has its number.
 
 use std::path::Path;
+use std::sync::{Mutex, OnceLock};
 
 use anyhow::{Context, Result};
 use dashmap::DashMap;
@@ -77,7 +78,13 @@ impl Record {
 
 pub struct InodeTable {
     map: DashMap<u64, Record>,
-    db: Option<rocksdb::DB>,
+    /// Where the table lives (None: in memory only).
+    dir: Option<std::path::PathBuf>,
+    /// Opened at mount when the table exists; made at the first write otherwise, so that a
+    /// mount of a fresh upper (every container's first) pays nothing for a table it may never
+    /// need.
+    db: OnceLock<rocksdb::DB>,
+    making: Mutex<()>,
 }
 
 fn key(upper_ino: u64) -> [u8; 9] {
@@ -90,17 +97,27 @@ fn key(upper_ino: u64) -> [u8; 9] {
 impl InodeTable {
     /// A table kept in memory only (read-only mounts).
     pub fn in_memory() -> Self {
+        Self::at(None)
+    }
+
+    fn at(dir: Option<&Path>) -> Self {
         InodeTable {
             map: DashMap::new(),
-            db: None,
+            dir: dir.map(Path::to_path_buf),
+            db: OnceLock::new(),
+            making: Mutex::new(()),
         }
     }
 
-    /// Open (or create) the table at `dir` and load it.
+    /// Open the table at `dir` and load it; a table that does not exist yet is made at the
+    /// first write.
     pub fn open(dir: &Path) -> Result<Self> {
+        let t = Self::at(Some(dir));
+        if !dir.join("CURRENT").exists() {
+            return Ok(t);
+        }
         let db = open_db(dir, 4 << 20)
             .with_context(|| format!("cannot open the inode table at {}", dir.display()))?;
-        let map = DashMap::new();
         for item in db.prefix_iterator(b"u") {
             let (k, v) = item.context("reading the inode table")?;
             if k.len() != 9 || k[0] != b'u' {
@@ -108,9 +125,26 @@ impl InodeTable {
             }
             let upper = u64::from_be_bytes(k[1..9].try_into().unwrap());
             let rec = Record::decode(&v).context("corrupt inode table entry")?;
-            map.insert(upper, rec);
+            t.map.insert(upper, rec);
         }
-        Ok(InodeTable { map, db: Some(db) })
+        let _ = t.db.set(db);
+        Ok(t)
+    }
+
+    /// The database to write to, made if it is not there yet.
+    fn writer(&self) -> std::io::Result<Option<&rocksdb::DB>> {
+        let Some(dir) = &self.dir else {
+            return Ok(None);
+        };
+        if let Some(db) = self.db.get() {
+            return Ok(Some(db));
+        }
+        let _one = self.making.lock().unwrap();
+        if self.db.get().is_none() {
+            let db = open_db(dir, 4 << 20).map_err(std::io::Error::other)?;
+            let _ = self.db.set(db);
+        }
+        Ok(self.db.get())
     }
 
     #[cfg(test)]
@@ -132,7 +166,7 @@ impl InodeTable {
     /// place; with `durable`, the entry is on disk when this returns, so a visible copy has its
     /// entry even after a power loss.
     pub fn put(&self, upper_ino: u64, rec: Record, durable: bool) -> std::io::Result<()> {
-        if let Some(db) = &self.db {
+        if let Some(db) = self.writer()? {
             let mut wo = rocksdb::WriteOptions::default();
             wo.set_sync(durable);
             db.put_opt(key(upper_ino), rec.encode(), &wo)
@@ -146,7 +180,7 @@ impl InodeTable {
     /// inode number does not inherit the old identity.
     pub fn remove(&self, upper_ino: u64) {
         if self.map.remove(&upper_ino).is_some() {
-            if let Some(db) = &self.db {
+            if let Some(db) = self.db.get() {
                 if let Err(e) = db.delete(key(upper_ino)) {
                     log::warn!("inode table: cannot delete entry {upper_ino}: {e}");
                 }
@@ -158,7 +192,7 @@ impl InodeTable {
     /// RocksDB replays it at the next open. This keeps unmount quick, which matters because
     /// scripts unmount the filesystem beneath strata right after unmounting strata.
     pub fn flush(&self) {
-        if let Some(db) = &self.db {
+        if let Some(db) = self.db.get() {
             if let Err(e) = db.flush_wal(true) {
                 log::warn!("inode table: flush failed: {e}");
             }
