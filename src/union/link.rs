@@ -49,15 +49,30 @@ impl Union {
     }
 
     /// Does the index hold a copy of node `id`? Lookups of lower hard links ask, so while the
-    /// index is empty (most mounts) the answer costs no syscall.
+    /// index is empty or absent (most mounts) the answer costs no syscall, and a lookup never
+    /// makes the index.
     fn indexed(&self, id: u64) -> bool {
-        let Ok(d) = self.index_dir() else {
-            return false;
-        };
         let used = self.index_used.get_or_init(|| {
-            AtomicBool::new(sys::read_dir(d).map(|e| !e.is_empty()).unwrap_or(true))
+            let held = self.work_fd().ok().and_then(|w| {
+                sys::openat(
+                    w,
+                    OsStr::new("../strata/index"),
+                    libc::O_PATH | libc::O_DIRECTORY,
+                    0,
+                )
+                .ok()
+            });
+            AtomicBool::new(held.is_some_and(|d| {
+                sys::read_dir(d.as_raw_fd())
+                    .map(|e| !e.is_empty())
+                    .unwrap_or(true)
+            }))
         });
-        used.load(Ordering::Relaxed) && sys::stat_opt(d, &index_name(id)).ok().flatten().is_some()
+        if !used.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.index_dir()
+            .is_ok_and(|d| sys::stat_opt(d, &index_name(id)).ok().flatten().is_some())
     }
 
     /// Link the copy `tmp` (in `work`) into the index as node `id`, replacing what a crash may
