@@ -6,7 +6,6 @@ use common::*;
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::os::unix::fs::{DirEntryExt, MetadataExt};
-use std::time::Duration;
 
 fn inos(c: &Ctx, rels: &[&str]) -> BTreeMap<String, u64> {
     rels.iter().map(|r| (r.to_string(), ino(c.p(r)))).collect()
@@ -246,21 +245,7 @@ fn a_fresh_upper_makes_its_table_at_the_first_copy_up_and_a_kill_loses_no_number
     );
     m.run(|c| append(c.p("f"), "y\n"));
     assert!(table.join("CURRENT").exists(), "the copy-up made no table");
-    let pid = m.daemon_pid();
-    assert_eq!(
-        unsafe { libc::kill(pid, libc::SIGKILL) },
-        0,
-        "kill -9 {pid}"
-    );
-    assert!(
-        wait_until(Duration::from_secs(20), || !std::path::Path::new(&format!(
-            "/proc/{pid}/exe"
-        ))
-        .exists()),
-        "the daemon {pid} did not die"
-    );
-    force_unmount(&m.mnt, None);
-    m.forget_mount();
+    m.kill_daemon();
     m.mount_now();
     m.run(move |c| {
         assert_eq!(ino(c.p("f")), before, "st_ino changed across the kill");

@@ -380,6 +380,17 @@ pub fn fsync(fd: RawFd, datasync: bool) -> Res<()> {
     .map(drop)
 }
 
+/// fsync a directory given by any fd (O_PATH too) of it.
+pub fn fsync_dir(dirfd: RawFd) -> Res<()> {
+    let f = openat(
+        dirfd,
+        OsStr::new("."),
+        libc::O_RDONLY | libc::O_DIRECTORY,
+        0,
+    )?;
+    fsync(f.as_raw_fd(), false)
+}
+
 pub fn fallocate(fd: RawFd, mode: i32, off: u64, len: u64) -> Res<()> {
     check(unsafe { libc::fallocate(fd, mode, off as i64, len as i64) }).map(drop)
 }

@@ -1534,6 +1534,25 @@ impl Mount {
         }
     }
 
+    /// kill -9 the daemon, as a crash would, and take down the dead mount.
+    pub fn kill_daemon(&mut self) {
+        let pid = self.daemon_pid();
+        assert_eq!(
+            unsafe { libc::kill(pid, libc::SIGKILL) },
+            0,
+            "kill -9 {pid}"
+        );
+        assert!(
+            wait_until(Duration::from_secs(20), || !Path::new(&format!(
+                "/proc/{pid}/exe"
+            ))
+            .exists()),
+            "the daemon {pid} did not die"
+        );
+        force_unmount(&self.mnt, None);
+        self.forget_mount();
+    }
+
     /// Record that the mount was taken down some other way (umount, fusermount3 -u).
     pub fn forget_mount(&mut self) {
         self.mounted = false;

@@ -10,11 +10,20 @@
 //! names it had there and how many of them the upper holds already, so that the link count it
 //! shows stays right while the rest are linked up one by one (see union::link).
 //!
-//! The whole table is loaded into a DashMap at mount: lookups never touch RocksDB. An entry is
-//! synced to RocksDB's write-ahead log before the copy it describes becomes visible, so that
-//! after a crash or power loss every visible copy still has its number.
+//! The whole table is loaded into a DashMap at mount: lookups never touch RocksDB.
+//!
+//! A copied-up file's number must survive a power loss, not only a crash of the daemon. It is
+//! kept twice: in its record here, written to RocksDB's log without waiting for the disk, and
+//! in an xattr on the copy itself, which the copy-up writes before the fsync that makes the
+//! copy's data durable, so no copy is ever visible without it (union::recover). A clean
+//! shutdown syncs the log and leaves a `clean` marker beside the table; the first write of a
+//! mount removes the marker, durably. A table found without its marker was not shut down
+//! cleanly, and the mount then reads the xattrs back into it before serving. Copies that cannot
+//! carry the xattr (symlinks and special files in unprivileged mounts) and hard-linked lower
+//! files, whose record also counts their links, are synced to the log instead.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use anyhow::{Context, Result};
@@ -85,7 +94,16 @@ pub struct InodeTable {
     /// need.
     db: OnceLock<rocksdb::DB>,
     making: Mutex<()>,
+    /// The table was found without its clean-shutdown marker, and the copies' own record of
+    /// their numbers has not been read back yet: records may be missing.
+    unclean: AtomicBool,
+    /// The marker is not on disk (this mount removed it, or found none).
+    marker_gone: AtomicBool,
+    marking: Mutex<()>,
 }
+
+/// Left beside the table by a clean shutdown, removed by a mount's first write.
+const CLEAN_MARKER: &str = "clean";
 
 fn key(upper_ino: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
@@ -106,6 +124,9 @@ impl InodeTable {
             dir: dir.map(Path::to_path_buf),
             db: OnceLock::new(),
             making: Mutex::new(()),
+            unclean: AtomicBool::new(false),
+            marker_gone: AtomicBool::new(true),
+            marking: Mutex::new(()),
         }
     }
 
@@ -116,6 +137,9 @@ impl InodeTable {
         if !dir.join("CURRENT").exists() {
             return Ok(t);
         }
+        let clean = dir.join(CLEAN_MARKER).exists();
+        t.unclean.store(!clean, Ordering::Release);
+        t.marker_gone.store(!clean, Ordering::Release);
         let db = open_db(dir, 4 << 20)
             .with_context(|| format!("cannot open the inode table at {}", dir.display()))?;
         for item in db.prefix_iterator(b"u") {
@@ -162,11 +186,44 @@ impl InodeTable {
         self.map.get(&upper_ino).map(|v| *v)
     }
 
+    /// Was the table left without a clean shutdown (a crash, a kill, a power loss)? Then the
+    /// copies' xattrs must be read back before the mount serves (union::recover).
+    pub fn unclean(&self) -> bool {
+        self.unclean.load(Ordering::Acquire)
+    }
+
+    /// The records are whole again: a clean shutdown may leave its marker.
+    pub fn recovered(&self) {
+        self.unclean.store(false, Ordering::Release);
+    }
+
+    /// Before this mount's first write: remove the clean marker and make its removal durable,
+    /// so that a power loss after any unsynced write is always seen as an unclean shutdown.
+    fn mark_dirty(&self) -> std::io::Result<()> {
+        if self.marker_gone.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _one = self.marking.lock().unwrap();
+        if self.marker_gone.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if let Some(dir) = &self.dir {
+            match std::fs::remove_file(dir.join(CLEAN_MARKER)) {
+                Ok(()) => std::fs::File::open(dir)?.sync_all()?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.marker_gone.store(true, Ordering::Release);
+        Ok(())
+    }
+
     /// Record what upper inode `upper_ino` stands for. Called before the copy is renamed into
     /// place; with `durable`, the entry is on disk when this returns, so a visible copy has its
-    /// entry even after a power loss.
+    /// entry even after a power loss. Without it, the copy must carry its number itself.
     pub fn put(&self, upper_ino: u64, rec: Record, durable: bool) -> std::io::Result<()> {
         if let Some(db) = self.writer()? {
+            self.mark_dirty()?;
             let mut wo = rocksdb::WriteOptions::default();
             wo.set_sync(durable);
             db.put_opt(key(upper_ino), rec.encode(), &wo)
@@ -181,6 +238,9 @@ impl InodeTable {
     pub fn remove(&self, upper_ino: u64) {
         if self.map.remove(&upper_ino).is_some() {
             if let Some(db) = self.db.get() {
+                if let Err(e) = self.mark_dirty() {
+                    log::warn!("inode table: cannot remove the clean marker: {e}");
+                }
                 if let Err(e) = db.delete(key(upper_ino)) {
                     log::warn!("inode table: cannot delete entry {upper_ino}: {e}");
                 }
@@ -191,10 +251,22 @@ impl InodeTable {
     /// Sync the write-ahead log. Memtables are not flushed: every entry is in the log, and
     /// RocksDB replays it at the next open. This keeps unmount quick, which matters because
     /// scripts unmount the filesystem beneath strata right after unmounting strata.
+    /// After the log is synced, the clean marker says so (unsynced itself: a marker lost to a
+    /// power loss only costs the next mount a recovery pass).
     pub fn flush(&self) {
         if let Some(db) = self.db.get() {
             if let Err(e) = db.flush_wal(true) {
                 log::warn!("inode table: flush failed: {e}");
+                return;
+            }
+            let _one = self.marking.lock().unwrap();
+            if self.marker_gone.load(Ordering::Acquire) && !self.unclean() {
+                if let Some(dir) = &self.dir {
+                    match std::fs::File::create(dir.join(CLEAN_MARKER)) {
+                        Ok(_) => self.marker_gone.store(false, Ordering::Release),
+                        Err(e) => log::warn!("inode table: cannot leave the clean marker: {e}"),
+                    }
+                }
             }
         }
     }

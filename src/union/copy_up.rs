@@ -40,6 +40,8 @@ pub(crate) struct Built {
     layer: usize,
     from: PathBuf,
     lower_nlink: u64,
+    /// The copy carries its st_ino in an xattr, on disk with its data.
+    numbered: bool,
 }
 
 impl Union {
@@ -56,7 +58,7 @@ impl Union {
             return Ok(());
         }
         let src = self.source_of(&st)?;
-        let built = self.build_copy(&src, true)?;
+        let built = self.build_copy(id, &src, true)?;
         self.install_copy(id, built)
     }
 
@@ -88,7 +90,7 @@ impl Union {
             }
             self.source_of(&st)?
         };
-        let built = self.build_copy(&src, !truncate)?;
+        let built = self.build_copy(id, &src, !truncate)?;
         let _g = self.write_ns();
         // Renames, unlinks and other copy-ups may have happened meanwhile.
         let parent = match self.resolve(id) {
@@ -123,14 +125,16 @@ impl Union {
         })
     }
 
-    /// Build the copy of `src` in the workdir under a temporary name: data (holes kept, unless
-    /// not `data`), owner, mode, xattrs and times, flushed to disk.
-    fn build_copy(&self, src: &Source, data: bool) -> Res<Built> {
+    /// Build the copy of `src` (node `id`) in the workdir under a temporary name: data (holes
+    /// kept, unless not `data`), owner, mode, xattrs, times and the st_ino it keeps, flushed to
+    /// disk.
+    fn build_copy(&self, id: u64, src: &Source, data: bool) -> Res<Built> {
         let work = self.work_fd()?;
         let tmp = self.tmp_name();
         let sst = &src.st;
         let kind = sst.st_mode & libc::S_IFMT;
         let (sfd, sname) = (src.dir.as_raw_fd(), src.name.as_os_str());
+        let mut numbered = false;
         let made = (|| -> Res<u64> {
             match kind {
                 libc::S_IFREG => {
@@ -145,6 +149,7 @@ impl Union {
                         sys::copy_data(s.as_raw_fd(), d.as_raw_fd(), sst.st_size as u64)?;
                     }
                     self.finish_copy(work, &tmp, sst, Some((sfd, sname)))?;
+                    numbered = self.number_copy(work, &tmp, id)?;
                     // On disk before it becomes visible, as kernel overlayfs does.
                     sys::fsync(d.as_raw_fd(), false)?;
                 }
@@ -156,10 +161,18 @@ impl Union {
                     let target = sys::readlinkat(sfd, sname)?;
                     sys::symlinkat(&target, work, &tmp)?;
                     self.finish_copy(work, &tmp, sst, Some((sfd, sname)))?;
+                    numbered = self.number_copy(work, &tmp, id)?;
+                    if numbered {
+                        sys::fsync_dir(work)?;
+                    }
                 }
                 _ => {
                     self.make_special(work, &tmp, sst.st_mode, sst.st_rdev)?;
                     self.finish_copy(work, &tmp, sst, Some((sfd, sname)))?;
+                    numbered = self.number_copy(work, &tmp, id)?;
+                    if numbered {
+                        sys::fsync_dir(work)?;
+                    }
                 }
             }
             Ok(sys::fstatat(work, &tmp)?.st_ino)
@@ -172,6 +185,7 @@ impl Union {
                 layer: src.layer,
                 from: src.path.clone(),
                 lower_nlink: sst.st_nlink,
+                numbered,
             }),
             Err(e) => {
                 let _ = sys::unlinkat(work, &tmp, kind == libc::S_IFDIR);
@@ -210,10 +224,12 @@ impl Union {
                 ino: id,
                 links: linked.then_some((b.lower_nlink.min(u32::MAX as u64) as u32, 1)),
             };
-            // A directory's number derives from its lower directory again after a crash; a
-            // file's number is kept only by its record, which must be durable.
+            // A directory's number derives from its lower directory again after a crash, and
+            // a numbered copy carries its own; any other copy's number is kept only by its
+            // record, which must then be durable. So must a linked one's count of links.
+            let durable = b.kind != libc::S_IFDIR && (!b.numbered || linked);
             self.inodes
-                .put(b.upper_ino, rec, b.kind != libc::S_IFDIR)
+                .put(b.upper_ino, rec, durable)
                 .map_err(|_| libc::EIO)?;
             if linked {
                 self.index_add(work, &b.tmp, id)?;

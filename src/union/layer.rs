@@ -34,6 +34,14 @@ impl XattrNs {
             XattrNs::User => "user.overlay.redirect",
         }
     }
+    /// The st_ino a copied-up file keeps (union::recover). In the overlay namespace, so kernel
+    /// overlayfs hides it too and never copies it.
+    pub fn ino(self) -> &'static str {
+        match self {
+            XattrNs::Trusted => "trusted.overlay.strata.ino",
+            XattrNs::User => "user.overlay.strata.ino",
+        }
+    }
 }
 
 /// Xattrs that are overlay bookkeeping and never shown to or settable by users.

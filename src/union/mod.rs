@@ -23,6 +23,7 @@ pub mod layer;
 pub mod link;
 pub mod lowerindex;
 pub mod readdir;
+pub mod recover;
 pub mod xattr;
 
 use std::ffi::{OsStr, OsString};
@@ -250,6 +251,19 @@ impl Union {
             lowers,
         };
         u.nodes.insert(ROOT_ID, Node::new(ROOT_ID, 1, root));
+        if u.inodes.unclean() && u.upper.is_some() {
+            let t = std::time::Instant::now();
+            match u.recover_inodes() {
+                Ok(n) => log::info!(
+                    "inode table: not shut down cleanly; {n} record(s) restored from the upper in {:.1?}",
+                    t.elapsed()
+                ),
+                Err(e) => {
+                    log::error!("inode table: recovery from the upper failed: errno {e}");
+                    return Err(e);
+                }
+            }
+        }
         Ok(u)
     }
 
