@@ -1,7 +1,8 @@
 //! fuse-overlayfs's owner and presentation options: uidmapping/gidmapping (owners shown through
 //! the mapping, stored through its inverse, unmapped ids refused, all of it across copy-up and
-//! remount, and the owners on disk untouched), the squash options, static_nlink, noacl and the
-//! thread options.
+//! remount, and the owners on disk untouched; lowers on idmapped mounts, as podman gives them
+//! for `--uidmap`, mapped once), the squash options, static_nlink, noacl and the thread
+//! options.
 
 mod common;
 use common::*;
@@ -85,12 +86,11 @@ fn owners_are_shown_through_the_mapping_and_stored_through_its_inverse() {
         );
         assert_eq!(owners(&c.p("d/made")), (110004, 110004));
         assert_eq!(owners(&c.u("d/made")), (5, 5), "on disk");
-        // Root (0) is outside the mapping's shown ids: it cannot own a new file.
-        assert_errno(
-            std::fs::write(c.p("rootmade"), "x"),
-            libc::EOVERFLOW,
-            "create by an unmapped caller",
-        );
+        // Root (0) is outside the mapping's shown ids: what it makes is stored as owned by the
+        // overflow id, as fuse-overlayfs stores it (disk 65534, shown through the mapping).
+        std::fs::write(c.p("rootmade"), "x").unwrap();
+        assert_eq!(owners(&c.u("rootmade")), (65534, 65534), "on disk");
+        assert_eq!(owners(&c.p("rootmade")), (175533, 175533));
         // chown stores the inverse; an unmapped id is refused and changes nothing.
         lchown(&c.p("f5"), 110009, 110009).unwrap();
         assert_eq!(owners(&c.p("f5")), (110009, 110009));
@@ -133,6 +133,104 @@ fn owners_are_shown_through_the_mapping_and_stored_through_its_inverse() {
     // The lower is as it was.
     assert_eq!(owners(&m.l(0, "f0")), (0, 0));
     assert_eq!(owners(&m.l(0, "f5")), (5, 5));
+}
+
+/// podman's rootful `--uidmap 0:100000:65536`: containers/storage hands the lowers over through
+/// an idmapped mount (owners already seen as 100000+k) *and* passes uidmapping=:0:100000:65536.
+/// The kernel has mapped those lowers once; strata must not map them again (fuse-overlayfs
+/// does, and shows the image's files as nobody's, so the container cannot start). Root of the
+/// container (host 100000) owns the image's files, its writes are stored as 0 in the upper, and
+/// host root's (podman's) files are the overflow id's.
+#[test]
+fn lowers_on_an_idmapped_mount_are_mapped_once() {
+    assert!(is_root(), "needs root (idmapped mounts, setpriv)");
+    let mut m = Builder::new(1)
+        .lower(0, |l| {
+            l.dir("etc")
+                .file("etc/passwd", "root:x:0:0::/root:/bin/sh\n");
+            l.file("etc/group", "g\n").owner("etc/group", 0, 5);
+            l.file("far", "far\n").owner("far", 70000, 70000);
+        })
+        .opt("uidmapping=:0:100000:65536,gidmapping=:0:100000:65536")
+        .prepare();
+    let seen = m.base.join("mapped");
+    std::fs::create_dir(&seen).unwrap();
+    let _idmapped = idmapped_bind(&m.lowers[0], &seen, "0 100000 65536");
+    assert_eq!(
+        owners(&seen.join("etc/passwd")),
+        (100000, 100000),
+        "the kernel's idmapped view"
+    );
+    let disk = std::mem::replace(&mut m.lowers[0], seen);
+    m.mount_now();
+    let check = |c: &Ctx| {
+        assert_eq!(
+            owners(&c.p("etc")),
+            (100000, 100000),
+            "etc: container root's, mapped once"
+        );
+        assert_eq!(owners(&c.p("etc/group")), (100000, 100005));
+        assert_eq!(
+            owners(&c.p("far")),
+            (65534, 65534),
+            "unmapped by the idmapped mount"
+        );
+    };
+    m.run(move |c| {
+        check(&c);
+        // Container root writes into /etc, as runc does for /etc/hostname.
+        let out = run_cmd(
+            Command::new("setpriv")
+                .args([
+                    "--reuid=100000",
+                    "--regid=100000",
+                    "--clear-groups",
+                    "sh",
+                    "-c",
+                ])
+                .arg(format!(
+                    "touch {0}/etc/hostname && echo more >> {0}/etc/passwd",
+                    c.p("").display()
+                )),
+            CMD_TIMEOUT,
+        );
+        assert!(
+            out.ok(),
+            "container root could not write /etc: {}",
+            out.describe()
+        );
+        assert_eq!(owners(&c.p("etc/hostname")), (100000, 100000));
+        assert_eq!(
+            owners(&c.u("etc/hostname")),
+            (0, 0),
+            "stored as the container's 0"
+        );
+        assert_eq!(
+            owners(&c.u("etc/passwd")),
+            (0, 0),
+            "a copy-up stores the container's ids"
+        );
+        assert_eq!(owners(&c.u("etc")), (0, 0));
+        assert_eq!(owners(&c.p("etc/passwd")), (100000, 100000));
+        // Host root (podman making /etc/mtab) is outside the mapping.
+        std::os::unix::fs::symlink("/proc/mounts", c.p("etc/mtab")).unwrap();
+        assert_eq!(owners(&c.u("etc/mtab")), (65534, 65534));
+        lchown(&c.p("etc/mtab"), 100000, 100000).unwrap();
+        assert_eq!(owners(&c.u("etc/mtab")), (0, 0));
+    });
+    m.remount();
+    m.run(move |c| {
+        check(&c);
+        assert_eq!(owners(&c.p("etc/hostname")), (100000, 100000));
+        assert_eq!(owners(&c.p("etc/passwd")), (100000, 100000));
+        assert_eq!(read(c.p("etc/passwd")), "root:x:0:0::/root:/bin/sh\nmore\n");
+    });
+    assert_eq!(
+        owners(&disk.join("etc/passwd")),
+        (0, 0),
+        "the lower on disk is untouched"
+    );
+    assert_eq!(read(disk.join("etc/passwd")), "root:x:0:0::/root:/bin/sh\n");
 }
 
 #[test]

@@ -380,6 +380,22 @@ pub fn fsync(fd: RawFd, datasync: bool) -> Res<()> {
     .map(drop)
 }
 
+/// The id of the mount `fd` is on (statx STATX_MNT_ID), as /proc/self/mountinfo numbers them.
+pub fn mount_id(fd: RawFd) -> Option<u64> {
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    let empty = c"";
+    let r = unsafe {
+        libc::statx(
+            fd,
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_MNT_ID,
+            &mut stx,
+        )
+    };
+    (r == 0 && stx.stx_mask & libc::STATX_MNT_ID != 0).then_some(stx.stx_mnt_id)
+}
+
 /// fsync a directory given by any fd (O_PATH too) of it.
 pub fn fsync_dir(dirfd: RawFd) -> Res<()> {
     let f = openat(

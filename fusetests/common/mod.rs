@@ -19,6 +19,7 @@ use std::ffi::{CString, OsStr, OsString};
 use std::fmt::Debug;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -775,6 +776,101 @@ impl Drop for UnmountGuard {
             }
         }
     }
+}
+
+/// Bind `src` at `dst` (an empty directory) through an idmapped mount whose user namespace maps
+/// `map` ("0 100000 65536": owner k on disk is seen as 100000+k), as containers/storage makes
+/// its `mapped/` layer mounts for a container with its own mapping. Unmounted on drop.
+pub fn idmapped_bind(src: &Path, dst: &Path, map: &str) -> UnmountGuard {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    // A user namespace with the mapping, held by a sleeping process only while it is opened.
+    let mut holder = Command::new("unshare")
+        .args(["--user", "sleep", "60"])
+        .spawn()
+        .expect("unshare (util-linux)");
+    let pid = holder.id();
+    let ours = fs::read_link("/proc/self/ns/user").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || fs::read_link(format!(
+            "/proc/{pid}/ns/user"
+        ))
+        .is_ok_and(|l| l != ours)),
+        "unshare --user did not make a user namespace"
+    );
+    for f in ["uid_map", "gid_map"] {
+        fs::write(format!("/proc/{pid}/{f}"), map)
+            .unwrap_or_else(|e| panic!("writing {f} of {pid}: {e}"));
+    }
+    let ns = File::open(format!("/proc/{pid}/ns/user")).unwrap();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let guard = UnmountGuard(dst.to_path_buf());
+    let csrc = cpath(src);
+    let tree = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            csrc.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    assert!(
+        tree >= 0,
+        "open_tree {}: {}",
+        src.display(),
+        io::Error::last_os_error()
+    );
+    let tree = unsafe { std::os::fd::OwnedFd::from_raw_fd(tree as i32) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: ns.as_raw_fd() as u64,
+    };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "mount_setattr MOUNT_ATTR_IDMAP: {}",
+        io::Error::last_os_error()
+    );
+    let cdst = cpath(dst);
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            cdst.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "move_mount to {}: {}",
+        dst.display(),
+        io::Error::last_os_error()
+    );
+    guard
 }
 
 // ---------------------------------------------------------------------------------------------

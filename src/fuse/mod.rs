@@ -811,7 +811,7 @@ impl Filesystem for StrataFs {
         let (_, fs, local) = self.tree.route(id(parent));
         match fs.make_entry(local, name, what, mode & !(umask & 0o777), caller(req)) {
             Ok((i, st, Some(fd))) => {
-                let fh = fs.add_handle(i, fd, true);
+                let fh = fs.add_handle(i, fd, 0);
                 let a = attr(&st);
                 let ttl = self.ttl(i);
                 match self.backing_for(fs, fh, |fd| reply.open_backing(fd)) {

@@ -131,7 +131,7 @@ impl Union {
     fn build_copy(&self, id: u64, src: &Source, data: bool) -> Res<Built> {
         let work = self.work_fd()?;
         let tmp = self.tmp_name();
-        let sst = &src.st;
+        let sst = &self.stored_owner(src);
         let kind = sst.st_mode & libc::S_IFMT;
         let (sfd, sname) = (src.dir.as_raw_fd(), src.name.as_os_str());
         let mut numbered = false;
@@ -193,6 +193,19 @@ impl Union {
                 Err(e)
             }
         }
+    }
+
+    /// The lower entry's stat with the owner a copy of it stores: as it is, unless the lower
+    /// is seen through an idmapped mount, whose owners are already shown ids and are stored
+    /// through the mapping's inverse like any owner a caller gives (unmapped: the overflow id).
+    fn stored_owner(&self, src: &Source) -> libc::stat {
+        let mut st = src.st;
+        if self.mapped_by_mount(src.layer) {
+            let o = &self.opts.show.owners;
+            st.st_uid = o.uid.store(st.st_uid).unwrap_or(super::idmap::OVERFLOW_ID);
+            st.st_gid = o.gid.store(st.st_gid).unwrap_or(super::idmap::OVERFLOW_ID);
+        }
+        st
     }
 
     fn discard_copy(&self, b: &Built) {

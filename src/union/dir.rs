@@ -75,12 +75,20 @@ impl Union {
         if self.is_marker_name(name) {
             return Err(libc::EINVAL);
         }
-        // The caller's ids as stored on disk; a caller the mapping cannot represent makes
-        // nothing (EOVERFLOW, as for an idmapped mount).
+        // The caller's ids as stored on disk. A caller the mapping cannot represent (host
+        // root preparing a container's root, as podman does before the container starts)
+        // makes an entry owned by the overflow id, as fuse-overlayfs stores it: inside the
+        // container it is nobody's, as kernel overlayfs shows a file host root made.
         let owners = &self.opts.show.owners;
         let who = Caller {
-            uid: owners.uid.store(who.uid).map_err(|_| libc::EOVERFLOW)?,
-            gid: owners.gid.store(who.gid).map_err(|_| libc::EOVERFLOW)?,
+            uid: owners
+                .uid
+                .store(who.uid)
+                .unwrap_or(super::idmap::OVERFLOW_ID),
+            gid: owners
+                .gid
+                .store(who.gid)
+                .unwrap_or(super::idmap::OVERFLOW_ID),
             pid: who.pid,
         };
         let _g = self.write_ns();
@@ -201,7 +209,7 @@ impl Union {
         node.lookups
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut st = *found.top();
-        self.fix_stat(node.id, &mut st, true, &ppath.join(name));
+        self.fix_stat(node.id, &mut st, 0, &ppath.join(name));
         if kind == libc::S_IFDIR && covered != Covered::Nothing {
             log::info!(
                 "opaque /{}: new directory over a deleted one; nothing below shows through",

@@ -16,6 +16,8 @@ pub struct Handle {
     pub id: u64,
     /// The fd is on the upper layer (else on a lower one, read-only).
     pub upper: bool,
+    /// The layer the fd is on.
+    pub layer: usize,
 }
 
 /// A time for setattr: a given time or "now".
@@ -103,7 +105,7 @@ impl Union {
         if let Some(c) = who {
             self.check_open(id, flags, c)?;
         }
-        let (fd, upper) = if wants_write(flags) {
+        let (fd, layer) = if wants_write(flags) {
             self.writable()?;
             self.copy_up_for_write(id, flags & libc::O_TRUNC != 0)?;
             let _g = self.read_ns();
@@ -112,24 +114,30 @@ impl Union {
             let _g = self.read_ns();
             self.open_top(id, flags)?
         };
-        Ok(self.add_handle(id, fd, upper))
+        Ok(self.add_handle(id, fd, layer))
     }
 
-    pub(crate) fn add_handle(&self, id: u64, fd: OwnedFd, upper: bool) -> u64 {
+    pub(crate) fn add_handle(&self, id: u64, fd: OwnedFd, layer: usize) -> u64 {
         let fh = self.next_fh();
-        self.files.insert(fh, Arc::new(Handle { fd, id, upper }));
+        let upper = layer == 0;
+        self.files.insert(
+            fh,
+            Arc::new(Handle {
+                fd,
+                id,
+                upper,
+                layer,
+            }),
+        );
         fh
     }
 
-    fn open_top(&self, id: u64, flags: i32) -> Res<(OwnedFd, bool)> {
+    fn open_top(&self, id: u64, flags: i32) -> Res<(OwnedFd, usize)> {
         let (st, path) = self.resolve(id)?;
         let (layer, parent, name) = self.top_of(&st, &path);
         let dfd = self.layer(layer).dir(&parent)?;
         let keep = !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY);
-        Ok((
-            sys::openat(dfd.as_raw_fd(), &name, flags & keep, 0)?,
-            layer == 0,
-        ))
+        Ok((sys::openat(dfd.as_raw_fd(), &name, flags & keep, 0)?, layer))
     }
 
     pub fn handle(&self, fh: u64) -> Res<Arc<Handle>> {
@@ -242,7 +250,7 @@ impl Union {
                 super::xattr::apply_override_fd(h.fd.as_raw_fd(), &mut st);
             }
         }
-        self.opts.show.apply(&mut st);
+        self.opts.show.apply(&mut st, self.mapped_by_mount(h.layer));
         st.st_ino = h.id;
         Ok(st)
     }

@@ -54,6 +54,18 @@ pub fn is_private_xattr(name: &OsStr) -> bool {
         || b == b"user.containers.override_stat"
 }
 
+/// Does /proc/self/mountinfo say that mount `id` is idmapped (its per-mount options hold
+/// `idmapped`)?
+fn is_idmapped_mount(id: u64) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    info.lines().any(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        f.len() > 5 && f[0].parse() == Ok(id) && f[5].split(',').any(|o| o == "idmapped")
+    })
+}
+
 pub fn is_whiteout_name(name: &OsStr) -> bool {
     name.as_bytes().starts_with(WH_PREFIX)
 }
@@ -67,15 +79,22 @@ pub fn whiteout_name(name: &OsStr) -> OsString {
 pub struct Layer {
     pub path: PathBuf,
     pub root: OwnedFd,
+    /// The layer is seen through an idmapped mount (mount_setattr(2) MOUNT_ATTR_IDMAP, as
+    /// containers/storage makes for a container with its own id mapping): the kernel already
+    /// shows its owners as the container's ids on the host, so uidmapping= must not map them
+    /// again.
+    pub idmapped: bool,
 }
 
 impl Layer {
     pub fn open(path: &Path) -> std::io::Result<Layer> {
         let root = sys::openat2(libc::AT_FDCWD, path, libc::O_PATH | libc::O_DIRECTORY, 0, 0)
             .map_err(std::io::Error::from_raw_os_error)?;
+        let idmapped = sys::mount_id(root.as_raw_fd()).is_some_and(is_idmapped_mount);
         Ok(Layer {
             path: path.to_path_buf(),
             root,
+            idmapped,
         })
     }
 

@@ -146,10 +146,12 @@ pub struct Shown {
 }
 
 impl Shown {
-    /// What is shown of a stat taken from a layer: owners through the mapping, and the
-    /// link count of directories.
-    pub fn apply(&self, st: &mut libc::stat) {
-        self.owners.show_stat(st);
+    /// What is shown of a stat taken from a layer: owners through the mapping (unless the
+    /// layer's mount `mapped` them already), and the link count of directories.
+    pub fn apply(&self, st: &mut libc::stat, mapped: bool) {
+        if !mapped {
+            self.owners.show_stat(st);
+        }
         if self.static_nlink && st.st_mode & libc::S_IFMT == libc::S_IFDIR {
             st.st_nlink = 1;
         }
@@ -633,7 +635,11 @@ impl Union {
             let node = self.remember(parent, name, &found);
             node.lookups.fetch_add(1, Ordering::Relaxed);
             let mut st = *found.top();
-            self.fix_stat(node.id, &mut st, found.upper.is_some(), &ppath.join(name));
+            let layer = match found.upper {
+                Some(_) => 0,
+                None => found.lowers[0].0.layer,
+            };
+            self.fix_stat(node.id, &mut st, layer, &ppath.join(name));
             return Ok((node.id, st));
         }
     }
@@ -660,7 +666,8 @@ impl Union {
     }
 
     /// Put strata's identity on a stat taken from a layer.
-    pub(crate) fn fix_stat(&self, id: u64, st: &mut libc::stat, in_upper: bool, path: &Path) {
+    pub(crate) fn fix_stat(&self, id: u64, st: &mut libc::stat, layer: usize, path: &Path) {
+        let in_upper = layer == 0;
         if in_upper {
             st.st_nlink = self.shown_nlink(st);
         }
@@ -671,7 +678,12 @@ impl Union {
                 xattr::apply_override(fd.as_raw_fd(), name, st);
             }
         }
-        self.opts.show.apply(st);
+        self.opts.show.apply(st, self.mapped_by_mount(layer));
+    }
+
+    /// Are layer `layer`'s owners shown as they are, because an idmapped mount maps them?
+    pub(crate) fn mapped_by_mount(&self, layer: usize) -> bool {
+        layer > 0 && self.layer(layer).idmapped
     }
 
     fn root_ino(&self) -> u64 {
@@ -710,7 +722,7 @@ impl Union {
         let (layer, parent, name) = self.top_of(&st, &path);
         let fd = self.layer(layer).dir(&parent)?;
         let mut s = sys::fstatat(fd.as_raw_fd(), &name)?;
-        self.fix_stat(id, &mut s, layer == 0, &path);
+        self.fix_stat(id, &mut s, layer, &path);
         Ok(s)
     }
 

@@ -120,12 +120,12 @@ pub fn chmod_with_override(dfd: i32, name: &OsStr, mode: u32) -> Res<()> {
 }
 
 impl Union {
-    fn with_top<T>(&self, id: u64, f: impl FnOnce(&std::ffi::CStr) -> Res<T>) -> Res<T> {
+    fn with_top<T>(&self, id: u64, f: impl FnOnce(&std::ffi::CStr, usize) -> Res<T>) -> Res<T> {
         let (st, path) = self.resolve(id)?;
         let (layer, parent, name) = self.top_of(&st, &path);
         let fd = self.layer(layer).dir(&parent)?;
         let p = sys::xattr_path(fd.as_raw_fd(), &name)?;
-        f(&p)
+        f(&p, layer)
     }
 
     /// A POSIX ACL xattr under noacl (refused), or with its ids shown through the mapping.
@@ -145,9 +145,10 @@ impl Union {
         }
         let acl = self.acl_check(name)?;
         let _g = self.read_ns();
-        let v = self.with_top(id, |p| sys::lgetxattr(p, name))?;
+        let (v, layer) = self.with_top(id, |p, layer| Ok((sys::lgetxattr(p, name)?, layer)))?;
         let o = &self.opts.show.owners;
-        if acl && !(o.uid.ranges.is_empty() && o.gid.ranges.is_empty()) {
+        let mapped = self.mapped_by_mount(layer);
+        if acl && !mapped && !(o.uid.ranges.is_empty() && o.gid.ranges.is_empty()) {
             return map_acl(&v, |u| Ok(o.uid.show(u)), |g| Ok(o.gid.show(g)));
         }
         Ok(v)
@@ -155,7 +156,7 @@ impl Union {
 
     pub fn listxattr(&self, id: u64) -> Res<Vec<OsString>> {
         let _g = self.read_ns();
-        let mut names = self.with_top(id, sys::llistxattr)?;
+        let mut names = self.with_top(id, |p, _| sys::llistxattr(p))?;
         names.retain(|n| !(self.is_private_xattr(n) || self.opts.show.noacl && is_acl_xattr(n)));
         Ok(names)
     }
@@ -176,7 +177,7 @@ impl Union {
         self.copy_up_for_write(id, false)?;
         let _g = self.write_ns();
         self.copy_up(id)?;
-        self.with_top(id, |p| sys::lsetxattr(p, name, value, flags))
+        self.with_top(id, |p, _| sys::lsetxattr(p, name, value, flags))
     }
 
     pub fn removexattr(&self, id: u64, name: &OsStr) -> Res<()> {
@@ -188,12 +189,12 @@ impl Union {
         // Nothing to copy up for an attribute that is not there.
         {
             let _g = self.read_ns();
-            self.with_top(id, |p| sys::lgetxattr(p, name).map(drop))?;
+            self.with_top(id, |p, _| sys::lgetxattr(p, name).map(drop))?;
         }
         self.copy_up_for_write(id, false)?;
         let _g = self.write_ns();
         self.copy_up(id)?;
-        self.with_top(id, |p| sys::lremovexattr(p, name))
+        self.with_top(id, |p, _| sys::lremovexattr(p, name))
     }
 }
 

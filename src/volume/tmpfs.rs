@@ -79,6 +79,7 @@ impl Tmpfs {
                 let layer = Layer {
                     path: PathBuf::from("tmpfs"),
                     root,
+                    idmapped: false,
                 };
                 return Ok((layer, Tmpfs { dir: None }));
             }
