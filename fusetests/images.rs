@@ -1,0 +1,3 @@
+//! Image import and the layer store, with real images built by umoci and skopeo.
+
+mod common;
