@@ -98,22 +98,28 @@ pub fn unpack_layer(
 ) -> Result<NewLayer> {
     let tmp = store.tmp_layer()?;
     let mut outer = Hashing::new(blob);
-    let (diff_id, unpacked) = {
+    let done = {
         let inner = match compression {
-            Some(c) => c.reader(&mut outer)?,
-            None => decompressed(&mut outer)?,
+            Some(c) => c.reader(&mut outer),
+            None => decompressed(&mut outer),
         };
-        let mut h = Hashing::new(inner);
-        let u = super::tar::unpack(&mut h, &tmp.path)?;
-        let (d, _) = h.finish().context("reading the layer")?;
-        (d, u)
+        inner.and_then(|inner| {
+            let mut h = Hashing::new(inner);
+            let u = super::tar::unpack(&mut h, &tmp.path)?;
+            let (d, _) = h.finish().context("reading the layer")?;
+            Ok((d, u))
+        })
     };
-    let (blob_got, _) = outer.finish().context("reading the layer")?;
-    if let Some(want) = blob_digest {
-        if blob_got != want {
-            bail!("blob {want}: digest mismatch: its content has digest {blob_got}");
+    // A blob that is not what its digest says explains any error in reading it, so the digest
+    // is checked first, over the whole blob.
+    let blob_got = outer.finish().map(|(d, _)| d);
+    if let (Some(want), Ok(got)) = (blob_digest, &blob_got) {
+        if got != want {
+            bail!("blob {want}: digest mismatch: its content has digest {got}");
         }
     }
+    let (diff_id, unpacked) = done?;
+    blob_got.context("reading the layer")?;
     if let Some(want) = want_diff {
         if diff_id != want {
             bail!("diff_id mismatch: the config says {want}, the layer's uncompressed tar has {diff_id}");

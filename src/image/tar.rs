@@ -189,8 +189,14 @@ impl Unpacker {
                     .context("symlink")?;
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                let major = e.header().device_major()?.unwrap_or(0);
-                let minor = e.header().device_minor()?.unwrap_or(0);
+                // GNU tar leaves a fifo's device fields blank.
+                let dev = |v: std::io::Result<Option<u32>>| match v {
+                    Ok(n) => Ok(n.unwrap_or(0)),
+                    Err(_) if ifmt == libc::S_IFIFO => Ok(0),
+                    Err(e) => Err(e),
+                };
+                let major = dev(e.header().device_major())?;
+                let minor = dev(e.header().device_minor())?;
                 let rdev = libc::makedev(major, minor);
                 match sys::mknodat(pfd, &name, ifmt | 0o600, rdev) {
                     Ok(()) => {}
@@ -373,7 +379,16 @@ impl Unpacker {
                     "{} is a symlink: nothing is written through one",
                     sofar.display()
                 ),
-                Err(libc::ENOTDIR) => bail!("{} is not a directory", sofar.display()),
+                Err(libc::ENOTDIR) => {
+                    let st = sys::fstatat(fd.as_raw_fd(), n).map_err(errno)?;
+                    if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+                        bail!(
+                            "{} is a symlink: nothing is written through one",
+                            sofar.display()
+                        );
+                    }
+                    bail!("{} is not a directory", sofar.display())
+                }
                 Err(e) => {
                     return Err(errno(e)).with_context(|| format!("open {}", sofar.display()))
                 }
