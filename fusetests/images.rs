@@ -5,6 +5,8 @@
 mod common;
 #[path = "images/fixture.rs"]
 mod fixture;
+#[path = "images/verbs.rs"]
+mod verbs;
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;

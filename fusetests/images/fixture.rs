@@ -21,6 +21,13 @@ impl Fx {
         }
     }
 
+    /// The same, its directories owned by the unprivileged test user.
+    pub fn rootless() -> Fx {
+        Fx {
+            m: Builder::new(1).read_only().owned_by_test_user().prepare(),
+        }
+    }
+
     pub fn base(&self) -> &Path {
         &self.m.base
     }

@@ -294,8 +294,9 @@ impl Unpacker {
                 Err(e) => return Err(errno(e)).context("chown"),
             }
         }
-        // user.* xattrs are not allowed on symlinks: a symlink's owner is not kept unprivileged.
-        if record && ifmt != libc::S_IFLNK {
+        // user.* xattrs are allowed on files and directories only: a symlink's or a fifo's
+        // owner is not kept unprivileged (device nodes are files standing in here).
+        if record && ifmt != libc::S_IFLNK && ifmt != libc::S_IFIFO {
             set_override(pfd, name, m.uid, m.gid, ifmt | m.mode)
                 .map_err(errno)
                 .context("record the owner in user.strata.override_stat")?;
