@@ -289,3 +289,54 @@ fn evil_tar(name: &str, kind: u8, link: &str) -> Vec<u8> {
     v.extend([0u8; 1024]);
     v
 }
+
+#[test]
+fn a_killed_import_leaves_no_layer_or_image_behind() {
+    timed("kill -9", || {
+        let fx = Fx::new();
+        let r = fx.base().join("rootfs");
+        fs::create_dir(&r).unwrap();
+        fx.populate(&r);
+        let big = fs::File::create(r.join("big")).unwrap();
+        big.set_len(256 << 20).unwrap();
+        drop(big);
+        fx.tool("tar", &["-C", "rootfs", "-cf", "big.tar", "."]);
+        struct Kill(std::process::Child);
+        impl Drop for Kill {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let mut child = Kill(
+            std::process::Command::new(strata_bin())
+                .args(["image", "import", "big.tar", "big"])
+                .env("STRATA_ROOT", fx.root())
+                .current_dir(fx.base())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        // Kill it while the layer is being written.
+        let tmp = fx.root().join("layers/tmp");
+        let writing = wait_until(std::time::Duration::from_secs(30), || {
+            fs::read_dir(&tmp)
+                .ok()
+                .and_then(|mut d| d.next())
+                .is_some_and(|e| e.unwrap().path().join("big").exists())
+        });
+        assert!(writing, "the import never started writing its layer");
+        child.0.kill().unwrap();
+        let status = child.0.wait().unwrap();
+        assert!(
+            !status.success(),
+            "the import finished before it was killed"
+        );
+        assert!(fx.layer_dirs().is_empty(), "{:?}", fx.layer_dirs());
+        assert_eq!(fx.ok(&["image", "ls", "-q"]), "");
+        // The next import removes what the killed one left.
+        fx.import(&["rootfs", "small"]);
+        assert!(fx.tmp_left().is_empty(), "{:?}", fx.tmp_left());
+        assert_eq!(fx.layer_dirs().len(), 1);
+    });
+}

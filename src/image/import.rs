@@ -240,7 +240,7 @@ fn classify(source: &str) -> Result<Source<'_>> {
             }
         }
     }
-    bail!("{source}: no such file or directory (an OCI layout DIR[:REF], a docker-archive, a rootfs tar or directory)")
+    bail!("no such file or directory (SOURCE is an OCI layout DIR[:REF], a docker-archive, a rootfs tar or directory)")
 }
 
 /// Import SOURCE, tagging it NAME (or, for a docker-archive without NAME, the archive's own
@@ -256,14 +256,14 @@ pub fn import(
         None => vec![],
     };
     let store = Store::new(root);
-    let id = match classify(source)? {
+    let id = (|| match classify(source)? {
         Source::Oci(dir, r) => super::oci::import(&store, dir, r, &tags, progress),
         Source::RootfsDir(dir) => super::rootfs::import_dir(&store, dir, &tags, progress),
         Source::File(f) => match super::docker_archive::scan(f)? {
             Some(scan) => super::docker_archive::import(&store, f, scan, tags.first(), progress),
             None => super::rootfs::import_tar(&store, f, &tags, progress),
         },
-    };
+    })();
     progress.finish();
     id.with_context(|| format!("import {source}"))
 }
