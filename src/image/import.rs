@@ -115,7 +115,7 @@ pub fn unpack_layer(
     let blob_got = outer.finish().map(|(d, _)| d);
     if let (Some(want), Ok(got)) = (blob_digest, &blob_got) {
         if got != want {
-            bail!("blob {want}: digest mismatch: its content has digest {got}");
+            bail!("digest mismatch: the blob's content has digest {got}");
         }
     }
     let (diff_id, unpacked) = done?;
