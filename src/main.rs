@@ -1,6 +1,7 @@
 //! strata: a userspace union filesystem with overlayfs semantics, served over FUSE.
 
 mod cli;
+mod daemon;
 mod fuse;
 mod image;
 mod inode;
