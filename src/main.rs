@@ -80,6 +80,10 @@ enum ImageCmd {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Mount an image's layers read-only at DIR (every write fails with EROFS).
+    Mount { name: String, dir: PathBuf },
+    /// Unmount an image mounted with `image mount`.
+    Umount { dir: PathBuf },
     /// Give an image another name: SOURCE[:TAG] TARGET[:TAG].
     Tag { src: String, dst: String },
     /// Untag and remove images; their layers go when no image uses them.
@@ -264,6 +268,8 @@ fn image_cmd(root: &state::Root, c: ImageCmd) -> anyhow::Result<()> {
             no_trunc,
             quiet,
         } => image::history(root, &name, no_trunc, quiet),
+        ImageCmd::Mount { name, dir } => image::mount(root, &name, &dir),
+        ImageCmd::Umount { dir } => image::umount(&dir),
         ImageCmd::Tag { src, dst } => image::tag(root, &src, &dst),
         ImageCmd::Rm { force, names } => image::rm(root, &names, force),
         ImageCmd::Prune { force: _ } => image::prune(root),

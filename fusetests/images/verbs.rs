@@ -256,3 +256,53 @@ echo DONE
         );
     });
 }
+
+#[test]
+fn image_mount_is_the_read_only_union_of_its_layers() {
+    timed("image mount", || {
+        let fx = Fx::new();
+        fx.umoci_images();
+        let app = fx.import(&["oci:app", "app"]);
+        let mnt = fx.base().join("mnt");
+        let _guard = UnmountGuard(mnt.clone());
+        assert_eq!(fx.ok(&["image", "mount", "app", "mnt"]), "");
+        assert!(fuse_mounted(&mnt));
+        // Entry by entry what umoci unpacks: the whiteout applied, owners and xattrs kept.
+        let strip = |mut t: std::collections::BTreeMap<String, Entry>| {
+            t.remove(".");
+            t
+        };
+        let want = strip(tree(&fx.base().join("ab/rootfs")));
+        assert_same_tree(
+            &want,
+            &strip(tree(&mnt)),
+            "umoci unpack",
+            "strata image mount",
+        );
+        assert_enoent(mnt.join("old/x"));
+        let e = fx.fails(&["image", "rm", "app"]);
+        assert!(
+            e.contains("is mounted at") && e.contains(&mnt.display().to_string()),
+            "{e}"
+        );
+        assert_eq!(fx.ok(&["image", "umount", "mnt"]), "");
+        assert!(!fuse_mounted(&mnt));
+        assert!(fx
+            .ok(&["image", "rm", "app"])
+            .contains(&format!("Deleted: {app}")));
+        // Every kind of write fails with EROFS.
+        let r = fx.base().join("w");
+        Layer::new(&r)
+            .file("f", "data\n")
+            .xattr("f", "user.orig", b"1")
+            .dir("empty")
+            .file("d/x", "x\n");
+        fx.import(&["w", "w"]);
+        assert_eq!(fx.ok(&["image", "mount", "w", "mnt"]), "");
+        assert_every_write_erofs(&mnt);
+        fx.ok(&["image", "umount", "mnt"]);
+        let e = fx.fails(&["image", "mount", "nosuch", "mnt"]);
+        assert_eq!(e, "strata: No such image: nosuch");
+        assert!(!fuse_mounted(&mnt));
+    });
+}

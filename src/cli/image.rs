@@ -86,6 +86,14 @@ pub fn history(root: &Root, name: &str, no_trunc: bool, quiet: bool) -> Result<(
     Ok(())
 }
 
+pub fn mount(root: &Root, name: &str, dir: &std::path::Path) -> Result<()> {
+    crate::daemon::mount(crate::image::mount::request(root, name, dir)?)
+}
+
+pub fn umount(dir: &std::path::Path) -> Result<()> {
+    crate::daemon::umount(dir)
+}
+
 pub fn tag(root: &Root, src: &str, dst: &str) -> Result<()> {
     ops::tag(root, src, dst)
 }

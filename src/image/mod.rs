@@ -8,11 +8,13 @@
 //! - `oci`, `docker_archive`, `rootfs`: the SOURCE kinds of `image import`; `import` drives them
 //! - `reference`: NAME[:TAG] as Docker's reference grammar has it, and id prefixes
 //! - `ops`: ls, inspect, history, tag, rm and prune, as data the CLI prints
+//! - `mount`: `image mount`, the layers as a read-only union through daemon/
 
 pub mod config;
 pub mod digest;
 pub mod docker_archive;
 pub mod import;
+pub mod mount;
 pub mod oci;
 pub mod ops;
 pub mod pack;

@@ -209,14 +209,13 @@ pub fn history(root: &Root, name: &str) -> Result<Vec<HistoryRow>> {
 
 /// What `run` needs of an image: its id, its layer directories (top-most first, as
 /// `lowerdir=` takes them) and its execution defaults.
-#[allow(dead_code)] // the containers' `run` is its user
 pub struct ForRun {
     pub id: String,
     pub layers: Vec<std::path::PathBuf>,
+    #[allow(dead_code)] // for the containers' `run`
     pub config: super::config::RunConfig,
 }
 
-#[allow(dead_code)] // the containers' `run` is its user
 pub fn for_run(root: &Root, name: &str) -> Result<ForRun> {
     let s = Store::new(root);
     let _l = s.lock()?;
@@ -271,6 +270,13 @@ fn rm_one(s: &Store, root: &Root, name: &str, force: bool) -> Result<Vec<String>
     let images = s.images()?;
     let (i, by_tag) = resolve(&images, name)?;
     let id = i.rec.id.clone();
+    if let Some(at) = super::mount::mounted_at(&id) {
+        bail!(
+            "conflict: unable to delete {} - image is mounted at {} (strata image umount it first)",
+            short(&id),
+            at.display()
+        );
+    }
     let user = container_using(&root.path, &id);
     let mut tags: BTreeMap<String, String> = s.tags()?;
     let mut out = Vec::new();
@@ -328,7 +334,9 @@ pub fn prune(root: &Root) -> Result<(Vec<String>, u64)> {
         .collect();
     let mut out = Vec::new();
     for i in &images {
-        if i.tags.is_empty() && container_using(&root.path, &i.rec.id).is_none() {
+        let used = container_using(&root.path, &i.rec.id).is_some()
+            || super::mount::mounted_at(&i.rec.id).is_some();
+        if i.tags.is_empty() && !used {
             s.remove_image(&i.rec.id)?;
             out.push(i.rec.id.clone());
         }
