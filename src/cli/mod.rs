@@ -1,4 +1,5 @@
 //! One file per verb group. Later verb groups (run, exec, image, ...) go beside these.
 
+pub mod image;
 pub mod mount;
 pub mod volume;
