@@ -1,8 +1,10 @@
 //! strata: a userspace union filesystem with overlayfs semantics, served over FUSE.
 
 mod cli;
+mod container;
 mod fuse;
 mod inode;
+mod launcher;
 mod state;
 mod sys;
 mod union;
@@ -42,6 +44,8 @@ enum Cmd {
     /// Manage volumes: named directories that outlive every mount.
     #[command(subcommand)]
     Volume(VolumeCmd),
+    /// Run a command in a new container whose root is a union over ROOTFS-DIR.
+    Run(cli::container::RunArgs),
 }
 
 #[derive(Subcommand)]
@@ -217,6 +221,7 @@ fn main() {
         "mount"
             | "umount"
             | "volume"
+            | "run"
             | "--root"
             | "help"
             | "--help"
@@ -226,12 +231,27 @@ fn main() {
             | ""
     );
     let result = if is_verb {
-        let cli = Cli::parse();
+        let cli = match Cli::try_parse() {
+            Ok(c) => c,
+            // Docker's code for a bad `run` command line is 125, as for any failure of its own.
+            Err(e) if argv.iter().any(|a| a == "run") && e.use_stderr() => {
+                let _ = e.print();
+                std::process::exit(125);
+            }
+            Err(e) => e.exit(),
+        };
         let root = state::Root::locate(cli.root.root.clone());
         match cli.cmd {
             Cmd::Mount(a) => mount(a, cli.root),
             Cmd::Umount { mountpoint } => cli::mount::umount(&mountpoint),
             Cmd::Volume(v) => volume_cmd(&root, v),
+            Cmd::Run(a) => match cli::container::run(&root, a) {
+                Ok(code) => std::process::exit(code),
+                Err(e) => {
+                    eprintln!("strata: {}", format!("{e:#}").replace('\n', " "));
+                    std::process::exit(125);
+                }
+            },
         }
     } else {
         let c = Compat::parse();
