@@ -2,6 +2,7 @@
 
 mod cli;
 mod container;
+mod daemon;
 mod fuse;
 mod inode;
 mod launcher;

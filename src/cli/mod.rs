@@ -2,5 +2,4 @@
 
 pub mod container;
 pub mod mount;
-pub mod options;
 pub mod volume;

@@ -113,14 +113,14 @@ pub fn run(root: &Root, req: RunRequest) -> Result<Outcome> {
     let cg = match Cgroup::create(Path::new(cgroups::ROOT), &id, &config.limits) {
         Ok(cg) => cg,
         Err(e) => {
-            teardown(root, &store, &id, &m, None, true);
+            teardown(&store, &id, &m, None, true);
             return Err(e);
         }
     };
     let r = start_and_wait(&store, &config, &cg);
     let remove = config.auto_remove || !matches!(r, Ok(Outcome { error: None, .. }));
     let oom = cg.oom_kills() > 0;
-    teardown(root, &store, &id, &m, Some(&cg), remove);
+    teardown(&store, &id, &m, Some(&cg), remove);
     if let Ok(o) = &r {
         if !remove {
             store.update(&id, |s| {
@@ -164,18 +164,11 @@ fn start_and_wait(store: &Store, config: &Config, cg: &Cgroup) -> Result<Outcome
 }
 
 /// Cgroup, mount, and (with `remove`) the record: each is tried even if another fails.
-fn teardown(
-    root: &Root,
-    store: &Store,
-    id: &str,
-    m: &RootMount,
-    cg: Option<&Cgroup>,
-    remove: bool,
-) {
+fn teardown(store: &Store, id: &str, m: &RootMount, cg: Option<&Cgroup>, remove: bool) {
     if let Some(cg) = cg {
         cg.remove();
     }
-    if let Err(e) = m.unmount(root) {
+    if let Err(e) = m.unmount() {
         eprintln!("strata: {e:#}");
     }
     if remove {

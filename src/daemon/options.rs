@@ -20,7 +20,7 @@ pub struct MountOptions {
     pub read_only: bool,
     pub allow_other: Option<bool>,
     pub allow_root: bool,
-    /// Asked for explicitly; root mounts have it regardless (see cli::mount).
+    /// Asked for explicitly; root mounts have it regardless (see daemon::kernel).
     pub default_permissions: bool,
     pub fsname: Option<String>,
     /// Overlay metadata in user.overlay.* even when trusted.* is writable.

@@ -1,0 +1,95 @@
+//! `strata umount` and /sbin/umount.strata: unmount, then wait for the daemon to exit, found
+//! through the pid file it keeps in the runtime directory.
+
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+
+use super::kernel::unmount_flags;
+use super::{io_msg, mount_points};
+
+/// Is `pid` a live process? A zombie (exited, not yet reaped by init) is not.
+fn running(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+fn runtime_dir() -> PathBuf {
+    if crate::sys::geteuid() == 0 {
+        PathBuf::from("/run/strata")
+    } else if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR") {
+        PathBuf::from(d).join("strata")
+    } else {
+        PathBuf::from(format!("/tmp/strata-{}", crate::sys::geteuid()))
+    }
+}
+
+pub(super) fn pid_file(mountpoint: &Path) -> Option<PathBuf> {
+    let dir = runtime_dir();
+    fs::create_dir_all(&dir).ok()?;
+    let name: String = mountpoint
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Some(dir.join(format!("{name}.pid")))
+}
+
+pub fn umount(mountpoint: &Path) -> Result<()> {
+    umount_with(mountpoint, false)
+}
+
+/// As /sbin/umount.strata: a strata mount is unmounted and waited for; anything else at that
+/// path (behind a stale utab line) is simply unmounted, as umount would have done.
+pub fn umount_helper(mountpoint: &Path, lazy: bool) -> Result<()> {
+    let kind = mount_points()
+        .into_iter()
+        .rev()
+        .find(|(p, _)| p == mountpoint)
+        .map(|(_, k)| k);
+    if kind.as_deref() == Some("fuse.strata") {
+        umount_with(mountpoint, lazy)
+    } else {
+        unmount_flags(mountpoint, if lazy { libc::MNT_DETACH } else { 0 })
+    }
+}
+
+/// Unmount (lazily with `lazy`) and wait until the daemon has exited.
+pub fn umount_with(mountpoint: &Path, lazy: bool) -> Result<()> {
+    let mp = mountpoint
+        .canonicalize()
+        .map_err(|e| anyhow!("{}: {}", mountpoint.display(), io_msg(&e)))?;
+    let kind = mount_points()
+        .into_iter()
+        .rev()
+        .find(|(p, _)| *p == mp)
+        .map(|(_, k)| k);
+    match kind.as_deref() {
+        Some("fuse.strata") => {}
+        Some(other) => bail!("{} is a {other} mount, not a strata mount", mp.display()),
+        None => bail!("{} is not mounted", mp.display()),
+    }
+    let pid = pid_file(&mp)
+        .and_then(|p| fs::read_to_string(p).ok())
+        .and_then(|s| s.trim().parse::<i32>().ok());
+    unmount_flags(&mp, if lazy { libc::MNT_DETACH } else { 0 })?;
+    // Wait for the daemon to finish flushing its inode table.
+    if let Some(pid) = pid {
+        // Woken by the exit itself where the kernel has pidfds; a short poll otherwise.
+        if !crate::sys::wait_exit(pid, Duration::from_secs(30)) {
+            let t = Instant::now();
+            while running(pid) && t.elapsed() < Duration::from_secs(30) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! libmount's record of userspace mount options (/run/mount/utab). strata adds `helper=strata`
+//! to its mounts there, so that util-linux's umount runs /sbin/umount.strata, which waits for
+//! the daemon to exit: a FUSE unmount by itself returns while the daemon is still running.
+
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+const DIR: &str = "/run/mount";
+const FILE: &str = "/run/mount/utab";
+
+fn mangle(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            ' ' => "\\040".to_string(),
+            '\t' => "\\011".to_string(),
+            '\n' => "\\012".to_string(),
+            '\\' => "\\134".to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+fn locked<T>(f: impl FnOnce() -> std::io::Result<T>) -> std::io::Result<T> {
+    fs::create_dir_all(DIR)?;
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(format!("{FILE}.lock"))?;
+    unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+    f()
+}
+
+pub fn register(mountpoint: &Path, source: &str) -> Option<String> {
+    let line = format!(
+        "SRC={} TARGET={} ROOT=/ OPTS=helper=strata",
+        mangle(source),
+        mangle(&mountpoint.to_string_lossy())
+    );
+    let r = locked(|| {
+        // Drop lines left by daemons that were killed: a later mount of another kind at
+        // the same path must not be handed to umount.strata.
+        let live: Vec<String> = super::mount_points()
+            .into_iter()
+            .filter(|(_, kind)| kind == "fuse.strata")
+            .map(|(p, _)| format!("TARGET={}", mangle(&p.to_string_lossy())))
+            .collect();
+        let text = fs::read_to_string(FILE).unwrap_or_default();
+        let mut kept: String = text
+            .lines()
+            .filter(|l| {
+                !l.contains("helper=strata") || l.split(' ').any(|f| live.iter().any(|t| t == f))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        kept.push_str(&line);
+        kept.push('\n');
+        let tmp = format!("{FILE}.strata.{}", std::process::id());
+        fs::write(&tmp, kept)?;
+        fs::rename(&tmp, FILE)
+    });
+    match r {
+        Ok(()) => Some(line),
+        Err(e) => {
+            log::warn!("cannot record the mount in {FILE}: {e}");
+            None
+        }
+    }
+}
+
+pub fn unregister(line: &str) {
+    let _ = locked(|| {
+        let text = fs::read_to_string(FILE).unwrap_or_default();
+        let kept: String = text
+            .lines()
+            .filter(|l| *l != line)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let tmp = format!("{FILE}.strata.{}", std::process::id());
+        fs::write(&tmp, kept)?;
+        fs::rename(&tmp, FILE)
+    });
+}
