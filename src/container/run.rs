@@ -126,6 +126,7 @@ pub fn run(root: &Root, req: RunRequest) -> Result<Outcome> {
             store.update(&id, |s| {
                 s.status = "exited".into();
                 s.pid = 0;
+                s.monitor_pid = 0;
                 s.exit_code = o.code;
                 s.oom_killed = oom;
                 s.finished_at = records::now();
@@ -144,14 +145,24 @@ fn start_and_wait(store: &Store, config: &Config, cg: &Cgroup) -> Result<Outcome
         monitor::wait(pid);
         return Err(e);
     }
-    store.update(&config.id, |s| {
-        s.status = "running".into();
-        s.pid = pid.as_raw();
-        s.monitor_pid = std::process::id();
-        s.started_at = records::now();
-    })?;
     monitor::proxy_signals(pid);
     let started = started.release();
+    // Running once the command is: a signal passed on before that could reach a PID 1 that
+    // has not set up its handling yet, and be dropped.
+    if started.is_ok() {
+        let r = store.update(&config.id, |s| {
+            s.status = "running".into();
+            s.pid = pid.as_raw();
+            s.monitor_pid = std::process::id();
+            s.started_at = records::now();
+        });
+        if let Err(e) = r {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            monitor::wait(pid);
+            monitor::stop_proxy();
+            return Err(e);
+        }
+    }
     let code = monitor::wait(pid);
     monitor::stop_proxy();
     Ok(match started {
