@@ -47,6 +47,33 @@ enum Cmd {
     Volume(VolumeCmd),
     /// Run a command in a new container whose root is a union over ROOTFS-DIR.
     Run(cli::container::RunArgs),
+    /// List containers (running ones; all with -a).
+    Ps {
+        /// Show all containers, not only running ones.
+        #[arg(short, long)]
+        all: bool,
+        /// Only ids.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Print a container's log (the output of a container run with -d).
+    Logs { container: String },
+    /// Stop running containers: SIGTERM, then SIGKILL after a grace period.
+    Stop {
+        /// Seconds to wait before killing.
+        #[arg(short = 't', long = "time", default_value_t = 10)]
+        time: u64,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Remove containers and their writable layers.
+    Rm {
+        /// Kill a running container first.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -223,6 +250,10 @@ fn main() {
             | "umount"
             | "volume"
             | "run"
+            | "ps"
+            | "logs"
+            | "stop"
+            | "rm"
             | "--root"
             | "help"
             | "--help"
@@ -253,6 +284,14 @@ fn main() {
                     std::process::exit(125);
                 }
             },
+            Cmd::Ps { all, quiet } => cli::container::ps(&root, all, quiet),
+            Cmd::Logs { container } => cli::container::logs(&root, &container),
+            Cmd::Stop { time, containers } => {
+                cli::container::each(&containers, |c| container::verbs::stop(&root, c, time))
+            }
+            Cmd::Rm { force, containers } => {
+                cli::container::each(&containers, |c| container::verbs::rm(&root, c, force))
+            }
         }
     } else {
         let c = Compat::parse();

@@ -7,12 +7,16 @@ use anyhow::{bail, Result};
 use clap::Args;
 
 use crate::container::run::{self, RunRequest};
+use crate::container::verbs;
 use crate::launcher::cgroups::{parse_size, Limits};
 use crate::launcher::{caps, Network};
 use crate::state::Root;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
+    /// Run in the background and print the container's id; its output goes to its log.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
     /// Assign a name to the container.
     #[arg(long)]
     pub name: Option<String>,
@@ -120,6 +124,7 @@ pub fn request(a: RunArgs) -> Result<RunRequest> {
         }
     }
     Ok(RunRequest {
+        detach: a.detach,
         name: a.name,
         auto_remove: a.rm,
         rootfs: a.rootfs,
@@ -147,5 +152,87 @@ pub fn run(root: &Root, a: RunArgs) -> Result<i32> {
     if let Some(e) = o.error {
         eprintln!("strata: {e}");
     }
+    if let Some(id) = o.detached {
+        println!("{id}");
+    }
     Ok(o.code)
+}
+
+/// `strata ps [-a] [-q]`, in Docker's columns.
+pub fn ps(root: &Root, all: bool, quiet: bool) -> Result<()> {
+    let rows = verbs::ps(root, all)?;
+    if quiet {
+        for r in rows {
+            println!("{}", r.id);
+        }
+        return Ok(());
+    }
+    let mut table = vec![[
+        "CONTAINER ID".to_string(),
+        "IMAGE".into(),
+        "COMMAND".into(),
+        "CREATED".into(),
+        "STATUS".into(),
+        "PORTS".into(),
+        "NAMES".into(),
+    ]];
+    for r in rows {
+        table.push([
+            r.id, r.image, r.command, r.created, r.status, r.ports, r.names,
+        ]);
+    }
+    print!("{}", columns(&table));
+    Ok(())
+}
+
+/// Docker's tabwriter: each column but the last as wide as its widest cell plus 3, at least 10.
+fn columns<const N: usize>(table: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for row in table {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count() + 3).max(10);
+        }
+    }
+    let mut out = String::new();
+    for row in table {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            line.push_str(cell);
+            if i + 1 < N {
+                let pad = widths[i] - cell.chars().count();
+                line.push_str(&" ".repeat(pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `strata logs C`: what the container wrote.
+pub fn logs(root: &Root, container: &str) -> Result<()> {
+    let p = verbs::log_path(root, container)?;
+    let data = std::fs::read(&p).unwrap_or_default();
+    use std::io::Write;
+    std::io::stdout().write_all(&data)?;
+    Ok(())
+}
+
+/// Run `f` on each container named, printing each name as Docker does; the first error is
+/// reported for each that failed and the result fails if any did.
+pub fn each(names: &[String], f: impl Fn(&str) -> Result<()>) -> Result<()> {
+    let mut failed = false;
+    for n in names {
+        match f(n) {
+            Ok(()) => println!("{n}"),
+            Err(e) => {
+                eprintln!("strata: {}", format!("{e:#}").replace('\n', " "));
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        std::process::exit(1);
+    }
+    Ok(())
 }

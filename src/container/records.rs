@@ -35,8 +35,14 @@ pub struct State {
     pub status: String,
     /// The container's PID 1, as the host sees it (0 when not running).
     pub pid: i32,
+    /// PID 1's start time (clock ticks after boot).
+    #[serde(default)]
+    pub pid_start: u64,
     /// The process that holds the mount and waits for the container.
     pub monitor_pid: u32,
+    /// Its start time (clock ticks after boot), to tell it from a later process with its pid.
+    #[serde(default)]
+    pub monitor_start: u64,
     pub exit_code: i32,
     pub oom_killed: bool,
     pub started_at: String,
@@ -121,7 +127,32 @@ impl Store {
         Ok(dir)
     }
 
-    #[cfg(test)]
+    /// A container by full id, name, or a unique prefix of its id (Docker's lookup).
+    pub fn find(&self, lock: &Lock, key: &str) -> Result<Config> {
+        let all = self.configs(lock);
+        if let Some(c) = all.iter().find(|c| c.id == key || c.name == key) {
+            return Ok(c.clone());
+        }
+        let by_prefix: Vec<&Config> = all.iter().filter(|c| c.id.starts_with(key)).collect();
+        match by_prefix.as_slice() {
+            [c] if !key.is_empty() => Ok((*c).clone()),
+            [] | [_] => bail!("No such container: {key}"),
+            _ => bail!("multiple IDs found with provided prefix: {key}"),
+        }
+    }
+
+    /// A container's state as it is: one recorded as running whose monitor is gone (killed)
+    /// has exited, its PID 1 killed with it.
+    pub fn live_state(&self, _lock: &Lock, id: &str) -> Result<State> {
+        let mut s: State = read_json(&self.container_dir(id).join("state.json"))?;
+        if s.status == "running" && !crate::state::alive(s.monitor_pid, s.monitor_start) {
+            s.status = "exited".into();
+            s.exit_code = 137;
+            s.pid = 0;
+        }
+        Ok(s)
+    }
+
     pub fn state(&self, id: &str) -> Result<State> {
         let _l = self.lock()?;
         read_json(&self.container_dir(id).join("state.json"))
@@ -199,6 +230,26 @@ pub fn now() -> String {
     rfc3339(d.as_secs() as i64, d.subsec_nanos())
 }
 
+/// Seconds since the epoch of a time [`rfc3339`] wrote (None for "" or anything else).
+pub fn parse_time(t: &str) -> Option<f64> {
+    let n = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
+    let (hh, mm, ss) = (n(11..13)?, n(14..16)?, n(17..19)?);
+    let frac: f64 = t
+        .get(19..t.len() - 1)
+        .and_then(|f| format!("0{f}").parse().ok())
+        .unwrap_or(0.0);
+    // Howard Hinnant's days-from-civil.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + hh * 3600 + mm * 60 + ss) as f64 + frac)
+}
+
 pub fn rfc3339(secs: i64, nanos: u32) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
@@ -228,6 +279,11 @@ mod tests {
     fn times_are_rfc3339() {
         assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000000000Z");
         assert_eq!(rfc3339(1_709_210_096, 5), "2024-02-29T12:34:56.000000005Z");
+        assert_eq!(
+            parse_time("2024-02-29T12:34:56.500000000Z"),
+            Some(1_709_210_096.5)
+        );
+        assert_eq!(parse_time(""), None);
     }
 
     #[test]

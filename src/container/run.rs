@@ -13,10 +13,11 @@ use super::monitor;
 use super::mount::{mount_root, RootMount};
 use super::records::{self, Config, Store};
 use crate::launcher::cgroups::{self, Cgroup, Limits};
-use crate::launcher::{clone, Network, Spec};
+use crate::launcher::{clone, Failure, Network, Spec};
 use crate::state::Root;
 
 pub struct RunRequest {
+    pub detach: bool,
     pub name: Option<String>,
     pub auto_remove: bool,
     pub rootfs: PathBuf,
@@ -37,9 +38,14 @@ pub struct RunRequest {
 /// never ran (Docker's 125, 126, 127 cases).
 #[derive(Debug)]
 pub struct Outcome {
+    /// With `-d`: the id, printed once the command runs.
+    pub detached: Option<String>,
     pub code: i32,
     pub error: Option<String>,
 }
+
+/// Told once the container's command runs, or why it could not (`run -d` waits for it).
+pub type Notify<'a> = &'a dyn Fn(&Result<(), Failure>);
 
 /// Docker's rule for names.
 fn check_name(n: &str) -> Result<()> {
@@ -59,6 +65,16 @@ fn console() -> Option<PathBuf> {
 }
 
 pub fn run(root: &Root, req: RunRequest) -> Result<Outcome> {
+    let detach = req.detach;
+    let (store, config) = create(root, req)?;
+    if detach {
+        return super::detach::start(root, &store, &config);
+    }
+    launch(root, &store, &config, None)
+}
+
+/// Check the request and make the container's record.
+fn create(root: &Root, req: RunRequest) -> Result<(Store, Config)> {
     let lower = req
         .rootfs
         .canonicalize()
@@ -91,39 +107,66 @@ pub fn run(root: &Root, req: RunRequest) -> Result<Outcome> {
         // What the host withholds from strata it cannot give (--cap-add ALL included).
         caps: req.caps & crate::launcher::caps::available(),
         no_new_privileges: req.no_new_privileges,
-        console: console(),
+        console: if req.detach { None } else { console() },
     };
     let config = Config {
-        id: id.clone(),
+        id,
         name,
-        rootfs: lower.clone(),
+        rootfs: lower,
         created: records::now(),
         auto_remove: req.auto_remove,
         limits: req.limits,
         spec,
     };
     store.create(&config)?;
-    let m = match mount_root(root, &lower, &dir) {
+    Ok((store, config))
+}
+
+/// Mount, make the cgroup, start, wait, record the end and take everything down. `notify` is
+/// told once the command runs (or why it could not).
+pub fn launch(
+    root: &Root,
+    store: &Store,
+    config: &Config,
+    notify: Option<Notify>,
+) -> Result<Outcome> {
+    let id = &config.id;
+    let dir = store.container_dir(id);
+    let m = match mount_root(root, &config.rootfs, &dir) {
         Ok(m) => m,
         Err(e) => {
-            let _ = store.remove(&id);
+            let _ = store.remove(id);
             return Err(e);
         }
     };
-    let cg = match Cgroup::create(Path::new(cgroups::ROOT), &id, &config.limits) {
+    let cg = match Cgroup::create(Path::new(cgroups::ROOT), id, &config.limits) {
         Ok(cg) => cg,
         Err(e) => {
-            teardown(&store, &id, &m, None, true);
+            teardown(store, id, &m, None, true);
             return Err(e);
         }
     };
-    let r = start_and_wait(&store, &config, &cg);
+    let r = start_and_wait(store, config, &cg, notify);
     let remove = config.auto_remove || !matches!(r, Ok(Outcome { error: None, .. }));
     let oom = cg.oom_kills() > 0;
-    teardown(&store, &id, &m, Some(&cg), remove);
+    teardown(store, id, &m, Some(&cg), remove);
+    if let (
+        Some(n),
+        Ok(Outcome {
+            code,
+            error: Some(msg),
+            ..
+        }),
+    ) = (notify, &r)
+    {
+        n(&Err(Failure {
+            code: *code,
+            msg: msg.clone(),
+        }));
+    }
     if let Ok(o) = &r {
         if !remove {
-            store.update(&id, |s| {
+            store.update(id, |s| {
                 s.status = "exited".into();
                 s.pid = 0;
                 s.monitor_pid = 0;
@@ -136,7 +179,12 @@ pub fn run(root: &Root, req: RunRequest) -> Result<Outcome> {
     r
 }
 
-fn start_and_wait(store: &Store, config: &Config, cg: &Cgroup) -> Result<Outcome> {
+fn start_and_wait(
+    store: &Store,
+    config: &Config,
+    cg: &Cgroup,
+    notify: Option<Notify>,
+) -> Result<Outcome> {
     let started = clone::spawn(&config.spec)?;
     let pid = started.pid;
     if let Err(e) = cg.add(pid.as_raw()) {
@@ -153,7 +201,9 @@ fn start_and_wait(store: &Store, config: &Config, cg: &Cgroup) -> Result<Outcome
         let r = store.update(&config.id, |s| {
             s.status = "running".into();
             s.pid = pid.as_raw();
+            s.pid_start = crate::state::start_time(pid.as_raw() as u32).unwrap_or(0);
             s.monitor_pid = std::process::id();
+            s.monitor_start = crate::state::start_time(std::process::id()).unwrap_or(0);
             s.started_at = records::now();
         });
         if let Err(e) = r {
@@ -163,11 +213,21 @@ fn start_and_wait(store: &Store, config: &Config, cg: &Cgroup) -> Result<Outcome
             return Err(e);
         }
     }
+    // A failure is told after the teardown (in launch), so that nothing is left when the
+    // caller hears of it.
+    if let (Some(n), Ok(())) = (notify, &started) {
+        n(&Ok(()));
+    }
     let code = monitor::wait(pid);
     monitor::stop_proxy();
     Ok(match started {
-        Ok(()) => Outcome { code, error: None },
+        Ok(()) => Outcome {
+            detached: None,
+            code,
+            error: None,
+        },
         Err(f) => Outcome {
+            detached: None,
             code: f.code,
             error: Some(f.msg),
         },

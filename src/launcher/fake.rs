@@ -156,6 +156,9 @@ impl Syscall for Recorder {
     fn no_new_privs(&self) -> SysResult<()> {
         self.rec("no_new_privs".into())
     }
+    fn parent_death_signal(&self, sig: i32) -> SysResult<()> {
+        self.rec(format!("parent_death_signal {sig}"))
+    }
     fn setgroups(&self, groups: &[u32]) -> SysResult<()> {
         self.rec(format!("setgroups {groups:?}"))
     }

@@ -6,7 +6,7 @@
 //! place that fixes the order of the steps, as runc's and youki's init do:
 //!
 //! namespaces → rootfs mounts → /dev → pivot_root (or chroot) → masked and read-only paths →
-//! hostname → bounding set → user → capabilities → workdir → exec.
+//! hostname → bounding set → user → capabilities → workdir → parent death signal → exec.
 //!
 //! The caller ([`crate::container`]) clones the process with a new PID namespace
 //! ([`namespaces::clone_flags`]), puts it in its cgroups, and then lets it run [`start`].
@@ -115,6 +115,11 @@ pub fn enter(sys: &dyn Syscall, spec: &Spec) -> Result<process::Command, Failure
     caps::apply(sys, spec.caps, user.uid, spec.no_new_privileges)?;
     step(sys.chdir(&spec.cwd), || {
         format!("chdir to workdir {}", spec.cwd.display())
+    })?;
+    // Set again: the kernel clears it when the credentials change (the user, the dropped
+    // capabilities), and the container must not outlive its monitor.
+    step(sys.parent_death_signal(libc::SIGKILL), || {
+        "set the parent death signal".into()
     })?;
     Ok(cmd)
 }

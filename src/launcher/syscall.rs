@@ -49,6 +49,8 @@ pub trait Syscall {
     fn capset(&self, effective: u64, permitted: u64, inheritable: u64) -> SysResult<()>;
     fn clear_ambient(&self) -> SysResult<()>;
     fn no_new_privs(&self) -> SysResult<()>;
+    /// PR_SET_PDEATHSIG: the signal this process gets when its parent dies.
+    fn parent_death_signal(&self, sig: i32) -> SysResult<()>;
     fn setgroups(&self, groups: &[u32]) -> SysResult<()>;
     fn setgid(&self, gid: u32) -> SysResult<()>;
     fn setuid(&self, uid: u32) -> SysResult<()>;
@@ -233,6 +235,11 @@ impl Syscall for Linux {
 
     fn no_new_privs(&self) -> SysResult<()> {
         Errno::result(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }).map(drop)
+    }
+
+    fn parent_death_signal(&self, sig: i32) -> SysResult<()> {
+        Errno::result(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) })
+            .map(drop)
     }
 
     fn setgroups(&self, groups: &[u32]) -> SysResult<()> {

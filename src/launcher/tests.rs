@@ -68,8 +68,13 @@ fn steps_run_in_order() {
             "capset 0xa80425fb 0xa80425fb 0x0",
         ],
     );
-    // Nothing after the capabilities but the workdir: the exec is the caller's.
-    assert!(r.lines().last().unwrap().starts_with("chdir /"));
+    // Nothing after the capabilities but the workdir and the parent death signal, which a
+    // credential change clears: the exec is the caller's.
+    let l = r.lines();
+    assert_eq!(
+        l[l.len() - 2..],
+        ["chdir /".to_string(), "parent_death_signal 9".to_string()]
+    );
 }
 
 #[test]
@@ -297,8 +302,12 @@ fn no_new_privileges_comes_last() {
     ordered(&r, &["capset", "clear_ambient", "no_new_privs"]);
     let l = r.lines();
     assert_eq!(
-        l[l.len() - 2..],
-        ["no_new_privs".to_string(), "chdir /".to_string()]
+        l[l.len() - 3..],
+        [
+            "no_new_privs".to_string(),
+            "chdir /".to_string(),
+            "parent_death_signal 9".to_string()
+        ]
     );
 }
 
