@@ -46,6 +46,21 @@ fn network_none_has_only_lo_up_and_host_shares_the_hosts() {
     let host = fs::read_to_string("/proc/net/dev").unwrap();
     let out = f.sh(&["--network", "host"], "cat /proc/net/dev");
     assert_eq!(out.lines().count(), host.lines().count(), "{out}");
+    // /sys shows the namespace's devices, and nothing of the host's mounts below /sys.
+    assert_eq!(f.sh(&[], "ls /sys/class/net"), "lo\n");
+    let mut host_net: Vec<String> = fs::read_dir("/sys/class/net")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    host_net.sort();
+    let out = f.sh(
+        &["--network", "host"],
+        "ls /sys/class/net; grep ' /sys/' /proc/self/mountinfo | cut -d' ' -f5",
+    );
+    let mut want = host_net.clone();
+    want.push("/sys/firmware".into());
+    assert_eq!(lines(&out), want);
 }
 
 #[test]

@@ -8,7 +8,7 @@ use nix::errno::Errno;
 use nix::mount::MsFlags;
 
 use super::syscall::{under, Syscall};
-use super::{step, Failure, Network, Spec};
+use super::{step, Failure, Spec};
 
 /// Device nodes bound from the host's /dev (Docker's default devices less /dev/console, which
 /// is the caller's terminal when it has one).
@@ -111,28 +111,16 @@ pub fn prepare(sys: &dyn Syscall, spec: &Spec) -> Result<(), Failure> {
     )?;
     let sys_ = under(root, "sys");
     mkdir(sys, &sys_)?;
-    if spec.network == Network::Host {
-        // sysfs shows the network namespace it is mounted in; with the host's network, the
-        // host's /sys is what a container sees anyway (bound, as runc does), read-only.
-        mount(
-            sys,
-            Some("/sys"),
-            &sys_,
-            None,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None,
-        )?;
-        remount_ro(sys, &sys_)?;
-    } else {
-        mount(
-            sys,
-            Some("sysfs"),
-            &sys_,
-            Some("sysfs"),
-            NOSUID_NODEV_NOEXEC | MsFlags::MS_RDONLY,
-            None,
-        )?;
-    }
+    // A sysfs of its own (it shows the network namespace it is mounted in: the host's with
+    // --network host), read-only, with none of the host's mounts below /sys.
+    mount(
+        sys,
+        Some("sysfs"),
+        &sys_,
+        Some("sysfs"),
+        NOSUID_NODEV_NOEXEC | MsFlags::MS_RDONLY,
+        None,
+    )?;
     Ok(())
 }
 

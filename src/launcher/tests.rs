@@ -99,8 +99,10 @@ fn namespaces_for_each_network_mode() {
     enter(&r, &s).unwrap();
     assert!(!r.lines()[0].contains("CLONE_NEWNET"));
     assert!(!r.has("loopback_up"));
-    // The host's /sys, bound read-only, rather than a sysfs of a namespace it does not own.
-    assert!(r.has("mount /sys /c/merged/sys - MS_BIND | MS_REC"));
+    // A fresh sysfs all the same: a bind of the host's /sys would bring its writable
+    // submounts (/sys/fs/cgroup) along.
+    assert!(r.has("mount sysfs /c/merged/sys sysfs MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC"));
+    assert!(!r.has("mount /sys /c/merged/sys"));
     assert_eq!(
         namespaces::clone_flags(),
         nix::sched::CloneFlags::CLONE_NEWPID
