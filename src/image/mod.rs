@@ -10,6 +10,7 @@
 //! - `ops`: ls, inspect, history, tag, rm and prune, as data the CLI prints
 //! - `mount`: `image mount`, the layers as a read-only union through daemon/
 
+pub mod at;
 pub mod config;
 pub mod digest;
 pub mod docker_archive;

@@ -25,8 +25,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::at::{open_dir_path, remove_all};
 use super::digest::sha256_hex;
-use super::tar::{open_dir_path, remove_all};
 use crate::state::{Locked, Root};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -174,8 +174,14 @@ impl Store {
         let hex = sha256_hex(&rec.id)?;
         let dst = self.images_dir().join(hex);
         fs::create_dir_all(self.images_dir())?;
+        // Under the lock no other commit is under way: any images/tmp-* is a killed one's.
+        for e in fs::read_dir(self.path.join("images"))? {
+            let e = e?;
+            if e.file_name().to_string_lossy().starts_with("tmp-") {
+                fs::remove_dir_all(e.path())?;
+            }
+        }
         let tmp = self.path.join(format!("images/tmp-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&tmp);
         if !dst.exists() {
             fs::create_dir_all(&tmp)?;
             write_synced(&tmp.join("config.json"), config)?;
