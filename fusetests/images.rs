@@ -211,6 +211,25 @@ fn rootfs_tars_and_directories_import_as_one_layer() {
             h.lines().nth(1).unwrap().contains("strata image import"),
             "{h}"
         );
+        // An opaque marker stays the file it is, and the union reads it over the base.
+        let op = fx.base().join("op");
+        Layer::new(&op)
+            .file("keep/.wh..wh..opq", "")
+            .file("keep/new", "n\n");
+        fx.tool("tar", &["-C", "op", "-cf", "op.tar", "."]);
+        fx.import(&["op.tar", "op"]);
+        let layer_of = |n: &str| {
+            fx.inspect(n)["RootFS"]["Layers"][0]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let (top, base) = (fx.layer(&layer_of("op")), fx.layer(&layer_of("r:tar")));
+        assert_eq!(kind(&lstat(top.join("keep/.wh..wh..opq"))), 'f');
+        let mut fx = fx;
+        let mnt = fx.mount_layers(vec![top, base]);
+        assert_eq!(names(mnt.join("keep")), set(&["new"]));
+        assert_eq!(read(mnt.join("etc/motd")), "hello\n");
     });
 }
 
