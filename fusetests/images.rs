@@ -157,6 +157,7 @@ fn rootfs_tars_and_directories_import_as_one_layer() {
         let r = fx.base().join("rootfs");
         fs::create_dir(&r).unwrap();
         fx.populate(&r);
+        chmod(&r, 0o750).unwrap();
         fx.tool(
             "tar",
             &[
@@ -186,6 +187,11 @@ fn rootfs_tars_and_directories_import_as_one_layer() {
             let layers = i["RootFS"]["Layers"].as_array().unwrap().clone();
             assert_eq!(layers.len(), 1);
             let l = fx.layer(layers[0].as_str().unwrap());
+            assert_eq!(
+                lstat(&l).mode() & 0o7777,
+                0o750,
+                "{name}: the root keeps its mode"
+            );
             let motd = lstat(l.join("etc/motd"));
             assert_eq!(
                 (motd.uid(), motd.gid(), motd.mode() & 0o7777),
