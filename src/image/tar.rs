@@ -170,14 +170,18 @@ impl Unpacker {
                     .open_existing_dir(tparent)
                     .with_context(|| format!("hard link to {:?}", target))?;
                 let tname = t.file_name().unwrap();
-                sys::linkat(tfd.as_raw_fd(), tname, pfd, &name)
-                    .map_err(errno)
-                    .with_context(|| {
-                        format!(
-                            "hard link to {:?}, which the layer does not hold before it",
-                            target
-                        )
-                    })?;
+                match sys::linkat(tfd.as_raw_fd(), tname, pfd, &name) {
+                    Ok(()) => {}
+                    Err(libc::ENOENT) => {
+                        bail!("hard link to {target:?}, which the layer does not hold before it")
+                    }
+                    Err(libc::EPERM) => {
+                        bail!("hard link to {target:?}: a directory cannot be linked")
+                    }
+                    Err(e) => {
+                        return Err(errno(e)).with_context(|| format!("hard link to {target:?}"))
+                    }
+                }
                 return Ok(());
             }
             EntryType::Symlink => {
@@ -476,14 +480,27 @@ fn ts(sec: i64, nsec: i64) -> libc::timespec {
     }
 }
 
-/// A PAX time: seconds, optionally with a fraction (`1700000000.5`).
+/// A PAX time: seconds, optionally with a fraction (`1700000000.5`, `-1.5`).
 fn parse_time(v: &str) -> Result<libc::timespec> {
+    let bad = || anyhow!("PAX time {v:?}: not a number");
     let (s, frac) = v.split_once('.').unwrap_or((v, ""));
-    let sec: i64 = s.parse().with_context(|| format!("PAX time {v:?}"))?;
+    let sec: i64 = s.parse().map_err(|_| bad())?;
     let mut digits: String = frac.chars().take(9).collect();
+    if !digits.bytes().all(|c| c.is_ascii_digit()) {
+        return Err(bad());
+    }
     while digits.len() < 9 {
         digits.push('0');
     }
-    let nsec: i64 = digits.parse().with_context(|| format!("PAX time {v:?}"))?;
-    Ok(ts(sec, if sec < 0 && nsec > 0 { -nsec } else { nsec }))
+    let nsec: i64 = digits.parse().map_err(|_| bad())?;
+    // A timespec's nanoseconds count forward: -1.5 s is -2 s + 0.5 s.
+    Ok(if s.starts_with('-') && nsec > 0 {
+        ts(sec - 1, 1_000_000_000 - nsec)
+    } else {
+        ts(sec, nsec)
+    })
 }
+
+#[cfg(test)]
+#[path = "tar_tests.rs"]
+mod tests;
