@@ -365,3 +365,60 @@ fn a_killed_import_leaves_no_layer_or_image_behind() {
         assert_eq!(fx.layer_dirs().len(), 1);
     });
 }
+
+#[test]
+fn a_docker_archive_of_several_images_is_picked_from_by_name() {
+    timed("docker-archive of two images", || {
+        let fx = Fx::new();
+        fx.umoci_images();
+        fx.tool(
+            "skopeo",
+            &["copy", "oci:oci:base", "docker-archive:base.tar:base:v1"],
+        );
+        fx.tool(
+            "skopeo",
+            &["copy", "oci:oci:app", "docker-archive:app.tar:app:v1"],
+        );
+        // One archive holding both, as `docker save base:v1 app:v1` writes it.
+        let mut manifest = Vec::new();
+        let mut out = tar::Builder::new(fs::File::create(fx.base().join("both.tar")).unwrap());
+        let mut seen = std::collections::BTreeSet::new();
+        for a in ["base.tar", "app.tar"] {
+            let mut ar = tar::Archive::new(fs::File::open(fx.base().join(a)).unwrap());
+            for e in ar.entries().unwrap() {
+                let mut e = e.unwrap();
+                let p = e.path().unwrap().into_owned();
+                if p == std::path::Path::new("manifest.json") {
+                    let v: serde_json::Value = serde_json::from_reader(&mut e).unwrap();
+                    manifest.extend(v.as_array().unwrap().iter().cloned());
+                } else if p != std::path::Path::new("repositories") && seen.insert(p.clone()) {
+                    let mut h = e.header().clone();
+                    out.append_data(&mut h, &p, &mut e).unwrap();
+                }
+            }
+        }
+        let m = serde_json::to_vec(&manifest).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(m.len() as u64);
+        h.set_mode(0o644);
+        out.append_data(&mut h, "manifest.json", &m[..]).unwrap();
+        out.into_inner().unwrap();
+        let e = fx.fails(&["image", "import", "both.tar"]);
+        assert!(e.contains("holds 2 images") && e.contains("app:v1"), "{e}");
+        let e = fx.fails(&["image", "import", "both.tar", "nosuch:v1"]);
+        assert!(e.contains("holds no image nosuch:v1"), "{e}");
+        let app = fx.import(&["both.tar", "app:v1"]);
+        assert_eq!(fx.layer_dirs().len(), 2);
+        let base = fx.import(&["both.tar", "base:v1"]);
+        assert_ne!(app, base);
+        assert_eq!(
+            fx.layer_dirs().len(),
+            2,
+            "base's only layer was there already"
+        );
+        assert_eq!(
+            fx.inspect("base:v1")["RootFS"]["Layers"],
+            serde_json::json!(diff_ids(&fx.oci_config("base")))
+        );
+    });
+}
