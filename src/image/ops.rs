@@ -405,6 +405,46 @@ mod tests {
         assert_eq!(parse_rfc3339("yesterday"), None);
     }
 
+    fn image(hex: &str, tags: &[&str]) -> Image {
+        Image {
+            rec: super::super::store::Record {
+                id: format!("sha256:{hex}"),
+                manifest: None,
+                layers: vec![],
+                source: String::new(),
+                imported: 0,
+            },
+            config: b"{}".to_vec(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn names_resolve_as_dockers_do() {
+        let a = "aaaa".repeat(16);
+        let b = format!("aaab{}", "b".repeat(60));
+        let images = [image(&a, &["busybox:latest"]), image(&b, &["aaab:latest"])];
+        let id = |n: &str| resolve(&images, n).map(|(i, t)| (i.rec.id.clone(), t));
+        assert_eq!(
+            id("busybox").unwrap(),
+            (format!("sha256:{a}"), Some("busybox:latest".into()))
+        );
+        assert_eq!(id("aaaa").unwrap().0, format!("sha256:{a}"));
+        assert_eq!(id(&format!("sha256:{b}")).unwrap().0, format!("sha256:{b}"));
+        // A tag wins over an id prefix that reads the same.
+        assert_eq!(id("aaab").unwrap().1, Some("aaab:latest".into()));
+        let e = id("aaa").unwrap_err().to_string();
+        assert!(e.contains("ambiguous"), "{e}");
+        assert_eq!(
+            id("busybox:1").unwrap_err().to_string(),
+            "No such image: busybox:1"
+        );
+        assert_eq!(
+            id("c0ffee").unwrap_err().to_string(),
+            "No such image: c0ffee"
+        );
+    }
+
     #[test]
     fn ids_are_shown_short() {
         assert_eq!(
