@@ -49,6 +49,20 @@ fn ls_inspect_history_and_tag_print_dockers_formats() {
         assert!(row[4].ends_with("MB"), "{ls}");
         let ids = fx.ok(&["image", "ls", "-q"]);
         assert_eq!(ids.lines().count(), 2, "{ids}");
+        let full = fx.ok(&[
+            "image",
+            "ls",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            "reference=busy*",
+        ]);
+        assert_eq!(full, format!("{base}\n"));
+        let t = rows(&fx.ok(&["image", "ls", "--filter", "reference=app:*"]));
+        assert_eq!(t.len(), 2, "{t:?}");
+        assert_eq!(t[1][0], "app");
+        let e = fx.fails(&["image", "ls", "--filter", "size=3"]);
+        assert!(e.contains("unknown filter"), "{e}");
         // inspect: Docker's fields, several names at once, a missing one reported.
         let v: serde_json::Value =
             serde_json::from_str(&fx.ok(&["image", "inspect", "busybox:1", "app"])).unwrap();
@@ -150,6 +164,8 @@ fn prune_removes_untagged_images_but_not_one_a_container_uses() {
         let id = fx.import(&["oci:base"]);
         let t = rows(&fx.ok(&["image", "ls"]));
         assert_eq!(t[1][..3], ["<none>", "<none>", short(&id).as_str()]);
+        let dangling = fx.ok(&["image", "ls", "-q", "--filter", "dangling=true"]);
+        assert_eq!(dangling, format!("{}\n", short(&id)));
         // A container record naming the image keeps it.
         let c = fx.root().join("containers/c1");
         fs::create_dir_all(&c).unwrap();

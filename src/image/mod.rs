@@ -14,6 +14,7 @@ pub mod at;
 pub mod config;
 pub mod digest;
 pub mod docker_archive;
+pub mod filter;
 pub mod import;
 pub mod mount;
 pub mod oci;

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
 
+pub use super::filter::Filter;
 use super::reference::{is_hex, Ref};
 use super::store::{container_using, Image, Store};
 use crate::state::Root;
@@ -68,7 +69,15 @@ pub struct Row {
     pub size: u64,
 }
 
-pub fn ls(root: &Root) -> Result<Vec<Row>> {
+pub fn ls(root: &Root, filters: &[Filter]) -> Result<Vec<Row>> {
+    let rows = ls_all(root)?;
+    Ok(rows
+        .into_iter()
+        .filter(|r| filters.iter().all(|f| f.keeps(r)))
+        .collect())
+}
+
+fn ls_all(root: &Root) -> Result<Vec<Row>> {
     let s = Store::new(root);
     let _l = s.lock()?;
     let mut images = s.images()?;
