@@ -422,3 +422,35 @@ fn a_docker_archive_of_several_images_is_picked_from_by_name() {
         );
     });
 }
+
+#[test]
+fn concurrent_imports_of_one_image_store_its_layers_once() {
+    timed("concurrent imports", || {
+        let fx = Fx::new();
+        fx.umoci_images();
+        let spawn = |name: &str| {
+            std::process::Command::new(strata_bin())
+                .args(["image", "import", "oci:app", name])
+                .env("STRATA_ROOT", fx.root())
+                .current_dir(fx.base())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let children: Vec<_> = (0..4).map(|i| spawn(&format!("app:{i}"))).collect();
+        let ids: Vec<String> = children
+            .into_iter()
+            .map(|c| {
+                let o = c.wait_with_output().unwrap();
+                assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+                String::from_utf8(o.stdout).unwrap()
+            })
+            .collect();
+        assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
+        assert_eq!(fx.layer_dirs().len(), 2);
+        assert!(fx.tmp_left().is_empty(), "{:?}", fx.tmp_left());
+        let t = fx.ok(&["image", "ls"]);
+        assert_eq!(t.lines().count(), 5, "every tag is kept:\n{t}");
+    });
+}
