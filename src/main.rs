@@ -1,10 +1,12 @@
 //! strata: a userspace union filesystem with overlayfs semantics, served over FUSE.
 
 mod cli;
+mod container;
 mod daemon;
 mod fuse;
 mod image;
 mod inode;
+mod launcher;
 mod state;
 mod sys;
 mod union;
@@ -47,6 +49,35 @@ enum Cmd {
     /// Manage images: import them into the shared layer store, list, inspect, tag, remove.
     #[command(subcommand)]
     Image(ImageCmd),
+    /// Run a command in a new container whose root is a union over ROOTFS-DIR.
+    Run(cli::container::RunArgs),
+    /// List containers (running ones; all with -a).
+    Ps {
+        /// Show all containers, not only running ones.
+        #[arg(short, long)]
+        all: bool,
+        /// Only ids.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Print a container's log (the output of a container run with -d).
+    Logs { container: String },
+    /// Stop running containers: SIGTERM, then SIGKILL after a grace period.
+    Stop {
+        /// Seconds to wait before killing.
+        #[arg(short = 't', long = "time", default_value_t = 10)]
+        time: u64,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Remove containers and their writable layers.
+    Rm {
+        /// Kill a running container first.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -310,6 +341,11 @@ fn main() {
             | "umount"
             | "volume"
             | "image"
+            | "run"
+            | "ps"
+            | "logs"
+            | "stop"
+            | "rm"
             | "--root"
             | "help"
             | "--help"
@@ -319,13 +355,36 @@ fn main() {
             | ""
     );
     let result = if is_verb {
-        let cli = Cli::parse();
+        let cli = match Cli::try_parse() {
+            Ok(c) => c,
+            // Docker's code for a bad `run` command line is 125, as for any failure of its own.
+            Err(e) if argv.iter().any(|a| a == "run") && e.use_stderr() => {
+                let _ = e.print();
+                std::process::exit(125);
+            }
+            Err(e) => e.exit(),
+        };
         let root = state::Root::locate(cli.root.root.clone());
         match cli.cmd {
             Cmd::Mount(a) => mount(a, cli.root),
             Cmd::Umount { mountpoint } => cli::mount::umount(&mountpoint),
             Cmd::Volume(v) => volume_cmd(&root, v),
             Cmd::Image(c) => image_cmd(&root, c),
+            Cmd::Run(a) => match cli::container::run(&root, a) {
+                Ok(code) => std::process::exit(code),
+                Err(e) => {
+                    eprintln!("strata: {}", format!("{e:#}").replace('\n', " "));
+                    std::process::exit(125);
+                }
+            },
+            Cmd::Ps { all, quiet } => cli::container::ps(&root, all, quiet),
+            Cmd::Logs { container } => cli::container::logs(&root, &container),
+            Cmd::Stop { time, containers } => {
+                cli::container::each(&containers, |c| container::verbs::stop(&root, c, time))
+            }
+            Cmd::Rm { force, containers } => {
+                cli::container::each(&containers, |c| container::verbs::rm(&root, c, force))
+            }
         }
     } else {
         let c = Compat::parse();

@@ -44,6 +44,10 @@ pub fn encode(layer: usize, ino: u64) -> u64 {
 /// A RocksDB database for strata's small records (made if missing): no compression, one
 /// background job, a short info log.
 pub fn open_db(dir: &Path, write_buffer: usize) -> Result<rocksdb::DB, rocksdb::Error> {
+    rocksdb::DB::open(&db_options(write_buffer), dir)
+}
+
+fn db_options(write_buffer: usize) -> rocksdb::Options {
     let mut opts = rocksdb::Options::default();
     opts.create_if_missing(true);
     opts.set_compression_type(rocksdb::DBCompressionType::None);
@@ -51,7 +55,28 @@ pub fn open_db(dir: &Path, write_buffer: usize) -> Result<rocksdb::DB, rocksdb::
     opts.set_keep_log_file_num(2);
     opts.set_max_log_file_size(1 << 20);
     opts.set_write_buffer_size(write_buffer);
-    rocksdb::DB::open(&opts, dir)
+    opts
+}
+
+/// A RocksDB error as an io::Error that keeps the errno of a full or over-quota filesystem (RocksDB
+/// reports them as text), so that the caller's request fails with ENOSPC or EDQUOT, not EIO.
+fn db_error(e: rocksdb::Error) -> std::io::Error {
+    let msg = e.into_string();
+    for (text, errno) in [
+        ("No space left on device", libc::ENOSPC),
+        ("Disk quota exceeded", libc::EDQUOT),
+        ("Read-only file system", libc::EROFS),
+    ] {
+        if msg.contains(text) {
+            return std::io::Error::from_raw_os_error(errno);
+        }
+    }
+    std::io::Error::other(msg)
+}
+
+/// The errno for a request that failed on the table: the filesystem's own where it gave one.
+pub fn errno(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EIO)
 }
 
 /// What the table knows of one upper inode.
@@ -89,9 +114,9 @@ pub struct InodeTable {
     map: DashMap<u64, Record>,
     /// Where the table lives (None: in memory only).
     dir: Option<std::path::PathBuf>,
-    /// Opened at mount when the table exists; made at the first write otherwise, so that a
-    /// mount of a fresh upper (every container's first) pays nothing for a table it may never
-    /// need.
+    /// Opened for writing at the first write, not at mount: a mount that writes no record
+    /// (every read-only use, and most container starts) pays neither for making a table nor
+    /// for the files and syncs that opening one for writing costs.
     db: OnceLock<rocksdb::DB>,
     making: Mutex<()>,
     /// The table was found without its clean-shutdown marker, and the copies' own record of
@@ -140,7 +165,9 @@ impl InodeTable {
         let clean = dir.join(CLEAN_MARKER).exists();
         t.unclean.store(!clean, Ordering::Release);
         t.marker_gone.store(!clean, Ordering::Release);
-        let db = open_db(dir, 4 << 20)
+        // Read-only: no new log, manifest or options file, so nothing to sync. The table is
+        // opened for writing only when the mount first writes to it (see `writer`).
+        let db = rocksdb::DB::open_for_read_only(&db_options(4 << 20), dir, false)
             .with_context(|| format!("cannot open the inode table at {}", dir.display()))?;
         for item in db.prefix_iterator(b"u") {
             let (k, v) = item.context("reading the inode table")?;
@@ -151,7 +178,6 @@ impl InodeTable {
             let rec = Record::decode(&v).context("corrupt inode table entry")?;
             t.map.insert(upper, rec);
         }
-        let _ = t.db.set(db);
         Ok(t)
     }
 
@@ -165,7 +191,7 @@ impl InodeTable {
         }
         let _one = self.making.lock().unwrap();
         if self.db.get().is_none() {
-            let db = open_db(dir, 4 << 20).map_err(std::io::Error::other)?;
+            let db = open_db(dir, 4 << 20).map_err(db_error)?;
             let _ = self.db.set(db);
         }
         Ok(self.db.get())
@@ -227,7 +253,7 @@ impl InodeTable {
             let mut wo = rocksdb::WriteOptions::default();
             wo.set_sync(durable);
             db.put_opt(key(upper_ino), rec.encode(), &wo)
-                .map_err(std::io::Error::other)?;
+                .map_err(db_error)?;
         }
         self.map.insert(upper_ino, rec);
         Ok(())
@@ -237,7 +263,15 @@ impl InodeTable {
     /// inode number does not inherit the old identity.
     pub fn remove(&self, upper_ino: u64) {
         if self.map.remove(&upper_ino).is_some() {
-            if let Some(db) = self.db.get() {
+            // A record in the map is in a table on disk too: opened for writing if it is not.
+            let db = match self.writer() {
+                Ok(db) => db,
+                Err(e) => {
+                    log::warn!("inode table: cannot open it to delete entry {upper_ino}: {e}");
+                    None
+                }
+            };
+            if let Some(db) = db {
                 if let Err(e) = self.mark_dirty() {
                     log::warn!("inode table: cannot remove the clean marker: {e}");
                 }
@@ -254,7 +288,25 @@ impl InodeTable {
     /// After the log is synced, the clean marker says so (unsynced itself: a marker lost to a
     /// power loss only costs the next mount a recovery pass).
     pub fn flush(&self) {
-        if let Some(db) = self.db.get() {
+        let db = match self.db.get() {
+            Some(db) => Some(db),
+            // Nothing written by this mount. A table found without its marker, and whole
+            // again, still gets one, once the log it was found with is synced.
+            None if self.marker_gone.load(Ordering::Acquire)
+                && !self.unclean()
+                && self
+                    .dir
+                    .as_ref()
+                    .is_some_and(|d| d.join("CURRENT").exists()) =>
+            {
+                self.writer().unwrap_or_else(|e| {
+                    log::warn!("inode table: cannot open it to sync its log: {e}");
+                    None
+                })
+            }
+            None => None,
+        };
+        if let Some(db) = db {
             if let Err(e) = db.flush_wal(true) {
                 log::warn!("inode table: flush failed: {e}");
                 return;
@@ -309,5 +361,56 @@ mod tests {
         assert_eq!(t.get(43), None);
         assert_eq!(t.record(44).unwrap().links, Some((3, 2)));
         assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn a_table_is_opened_for_writing_only_when_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = |ino| Record { ino, links: None };
+        {
+            let t = InodeTable::open(dir.path()).unwrap();
+            t.put(42, plain(encode(1, 9)), false).unwrap();
+            t.put(43, plain(encode(1, 10)), false).unwrap();
+        }
+        assert!(dir.path().join(CLEAN_MARKER).exists());
+        let files = || std::fs::read_dir(dir.path()).unwrap().count();
+        let before = files();
+        {
+            // A mount that only reads: no new log, manifest or options file.
+            let t = InodeTable::open(dir.path()).unwrap();
+            assert_eq!(t.get(42), Some(encode(1, 9)));
+        }
+        assert_eq!(files(), before, "a read-only use of the table wrote to it");
+        {
+            // A removal after a read-only load reaches the disk.
+            let t = InodeTable::open(dir.path()).unwrap();
+            t.remove(42);
+        }
+        let t = InodeTable::open(dir.path()).unwrap();
+        assert_eq!(t.get(42), None);
+        assert_eq!(t.get(43), Some(encode(1, 10)));
+    }
+
+    #[test]
+    fn an_unclean_table_gets_its_marker_back_without_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let t = InodeTable::open(dir.path()).unwrap();
+            t.put(
+                42,
+                Record {
+                    ino: 7,
+                    links: None,
+                },
+                false,
+            )
+            .unwrap();
+        }
+        std::fs::remove_file(dir.path().join(CLEAN_MARKER)).unwrap();
+        let t = InodeTable::open(dir.path()).unwrap();
+        assert!(t.unclean());
+        t.recovered();
+        t.flush();
+        assert!(dir.path().join(CLEAN_MARKER).exists());
     }
 }

@@ -1,0 +1,271 @@
+//! Container verbs and bad input: `run -d`, `ps`, `logs`, `stop`, `rm`, a monitor killed
+//! with -9, and bad command lines (one line, Docker's exit code, nothing left behind).
+
+mod common;
+#[path = "containers/fixture.rs"]
+mod fixture;
+use common::*;
+use fixture::*;
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+#[test]
+fn bad_input_is_one_line_and_leaves_nothing() {
+    let f = fx();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["/nonexistent", "true"],
+            "strata: rootfs /nonexistent: no such directory\n",
+        ),
+        (
+            &["--network", "bridge", "ROOT", "true"],
+            "strata: network bridge not found\n",
+        ),
+        (
+            &["--cap-add", "FLY", "ROOT", "true"],
+            "strata: invalid capability: \"FLY\"\n",
+        ),
+        (
+            &["--memory", "1k", "ROOT", "true"],
+            "strata: Minimum memory limit allowed is 6MB\n",
+        ),
+        (
+            &["--name", "bad/name", "ROOT", "true"],
+            "strata: Invalid container name (bad/name), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed\n",
+        ),
+        (&["ROOT"], "strata: no command specified\n"),
+    ];
+    let r = f.rootfs.to_str().unwrap();
+    for (args, err) in cases {
+        let a: Vec<&str> = args
+            .iter()
+            .map(|x| if *x == "ROOT" { r } else { x })
+            .collect();
+        let o = f.run_raw(&a);
+        assert_eq!(
+            (o.status.code(), o.stderr.as_str()),
+            (Some(125), *err),
+            "{a:?}: {}",
+            o.describe()
+        );
+    }
+    let o = f.run_raw(&["--bogus", r, "true"]);
+    assert_eq!(o.status.code(), Some(125), "{}", o.describe());
+    f.assert_nothing_left();
+    // A name in use is refused with Docker's words, and the first container stays.
+    assert!(f.run(&["--name", "taken"], &["true"]).ok());
+    let id = f.only_id();
+    let o = f.run(&["--name", "taken"], &["true"]);
+    assert_eq!(o.status.code(), Some(125), "{}", o.describe());
+    assert_eq!(
+        o.stderr,
+        format!(
+            "strata: Conflict. The container name \"/taken\" is already in use by container \
+             \"{id}\". You have to remove (or rename) that container to be able to reuse that \
+             name.\n"
+        )
+    );
+    assert_eq!(f.ids(), [id]);
+}
+
+/// `run -d`: the id, printed at once, and the container running behind it.
+fn detached(f: &Fx, flags: &[&str], cmd: &[&str]) -> (String, i32) {
+    let mut a = vec!["-d"];
+    a.extend_from_slice(flags);
+    let t = std::time::Instant::now();
+    let o = f.run(&a, cmd);
+    assert!(o.ok(), "{}", o.describe());
+    assert!(t.elapsed() < Duration::from_secs(20));
+    let id = o.stdout.trim().to_string();
+    assert!(
+        id.len() == 64 && id.chars().all(|c| c.is_ascii_hexdigit()),
+        "{}",
+        o.describe()
+    );
+    let st = f.state_of(&id).unwrap();
+    assert_eq!(st["status"], "running", "{st}");
+    (id, st["pid"].as_i64().unwrap() as i32)
+}
+
+fn proc_alive(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            let state = s[s.rfind(')').unwrap() + 2..].chars().next().unwrap();
+            state != 'Z' && state != 'X'
+        })
+        .unwrap_or(false)
+}
+
+/// `ps` output as (header, rows of columns split on runs of 3+ spaces).
+fn table(out: &str) -> Vec<Vec<String>> {
+    out.lines()
+        .map(|l| {
+            l.split("   ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn detached_run_ps_logs_stop_rm() {
+    let f = fx();
+    let (id, pid) = detached(
+        &f,
+        &["--name", "web"],
+        &["sh", "-c", "echo out; echo err >&2; sleep 30"],
+    );
+    let ps = f.verb(&["ps"]);
+    assert!(ps.ok(), "{}", ps.describe());
+    let t = table(&ps.stdout);
+    assert_eq!(
+        t[0],
+        [
+            "CONTAINER ID",
+            "IMAGE",
+            "COMMAND",
+            "CREATED",
+            "STATUS",
+            "PORTS",
+            "NAMES"
+        ]
+    );
+    assert_eq!(t.len(), 2, "{}", ps.stdout);
+    assert_eq!(t[1][0], id[..12]);
+    assert_eq!(t[1][1], f.rootfs.to_str().unwrap());
+    assert_eq!(t[1][2], "\"sh -c echo out; ech…\"");
+    assert!(t[1][3].ends_with(" ago"), "{:?}", t[1]);
+    assert!(t[1][4].starts_with("Up "), "{:?}", t[1]);
+    assert_eq!(t[1][5], "web");
+    assert_eq!(f.verb(&["ps", "-q"]).stdout, format!("{}\n", &id[..12]));
+    // The output went to the log, read by name or by a prefix of the id.
+    assert!(wait_until(Duration::from_secs(10), || {
+        f.verb(&["logs", "web"]).stdout == "out\nerr\n"
+    }));
+    assert_eq!(f.verb(&["logs", &id[..5]]).stdout, "out\nerr\n");
+    // PID 1 has no handler for SIGTERM: stop waits its grace period, then kills.
+    let t0 = std::time::Instant::now();
+    let o = f.verb(&["stop", "-t", "1", "web"]);
+    assert_eq!(
+        (o.status.code(), o.stdout.as_str()),
+        (Some(0), "web\n"),
+        "{}",
+        o.describe()
+    );
+    assert!(t0.elapsed() >= Duration::from_secs(1));
+    assert!(!proc_alive(pid));
+    let st = f.state_of(&id).unwrap();
+    assert_eq!(
+        (st["status"].as_str(), st["exit_code"].as_i64()),
+        (Some("exited"), Some(137))
+    );
+    assert_eq!(
+        mounts_under(&f.base),
+        vec![],
+        "the monitor unmounts at the end"
+    );
+    assert_eq!(table(&f.verb(&["ps"]).stdout).len(), 1);
+    let all = table(&f.verb(&["ps", "-a"]).stdout);
+    assert!(all[1][4].starts_with("Exited (137) "), "{:?}", all[1]);
+    let o = f.verb(&["rm", "web"]);
+    assert_eq!(
+        (o.status.code(), o.stdout.as_str()),
+        (Some(0), "web\n"),
+        "{}",
+        o.describe()
+    );
+    f.assert_nothing_left();
+    let o = f.verb(&["logs", "web"]);
+    assert_eq!(
+        (o.status.code(), o.stderr.as_str()),
+        (Some(1), "strata: No such container: web\n")
+    );
+}
+
+#[test]
+fn stop_lets_a_process_that_handles_sigterm_end_itself() {
+    let f = fx();
+    let (id, _) = detached(
+        &f,
+        &[],
+        &["sh", "-c", "trap 'exit 7' TERM; sleep 30 & wait"],
+    );
+    let t0 = std::time::Instant::now();
+    let o = f.verb(&["stop", &id]);
+    assert!(o.ok(), "{}", o.describe());
+    assert!(
+        t0.elapsed() < Duration::from_secs(8),
+        "stop waited for the grace period"
+    );
+    assert_eq!(f.state_of(&id).unwrap()["exit_code"], 7);
+}
+
+#[test]
+fn rm_refuses_a_running_container_unless_forced() {
+    let f = fx();
+    let (id, pid) = detached(&f, &["--name", "busy"], &["sleep", "30"]);
+    let o = f.verb(&["rm", "busy"]);
+    assert_eq!(o.status.code(), Some(1), "{}", o.describe());
+    assert_eq!(
+        o.stderr,
+        format!(
+            "strata: You cannot remove a running container {id}. Stop the container before \
+             attempting removal or force remove\n"
+        )
+    );
+    assert!(proc_alive(pid));
+    let o = f.verb(&["rm", "-f", "busy"]);
+    assert_eq!(
+        (o.status.code(), o.stdout.as_str()),
+        (Some(0), "busy\n"),
+        "{}",
+        o.describe()
+    );
+    assert!(!proc_alive(pid));
+    f.assert_nothing_left();
+}
+
+#[test]
+fn a_detached_start_failure_is_reported_and_leaves_nothing() {
+    let f = fx();
+    let o = f.run(&["-d"], &["nope"]);
+    assert_eq!(o.status.code(), Some(127), "{}", o.describe());
+    assert_eq!(
+        o.stderr,
+        "strata: exec: \"nope\": executable file not found in $PATH\n"
+    );
+    assert_eq!(o.stdout, "");
+    f.assert_nothing_left();
+}
+
+#[test]
+fn a_monitor_killed_with_9_leaves_an_exited_container_that_rm_removes() {
+    let f = fx();
+    let (id, pid) = detached(&f, &["--name", "orphan"], &["sleep", "30"]);
+    let monitor = f.state_of(&id).unwrap()["monitor_pid"].as_i64().unwrap() as i32;
+    unsafe { libc::kill(monitor, libc::SIGKILL) };
+    // The container does not outlive its monitor.
+    assert!(
+        wait_until(Duration::from_secs(10), || !proc_alive(pid)),
+        "PID 1 survived"
+    );
+    let all = table(&f.verb(&["ps", "-a"]).stdout);
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1][4], "Exited (137)", "{:?}", all[1]);
+    // The root is still mounted (its daemon outlives the monitor), and rm takes it down.
+    assert_eq!(mounts_under(&f.base).len(), 1);
+    let o = f.verb(&["rm", "orphan"]);
+    assert!(o.ok(), "{}", o.describe());
+    f.assert_nothing_left();
+    for ctrl in ["memory", "cpu", "pids"] {
+        let d = Path::new("/sys/fs/cgroup")
+            .join(ctrl)
+            .join("strata")
+            .join(&id);
+        assert!(!d.exists(), "{} left", d.display());
+    }
+}

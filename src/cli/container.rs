@@ -1,0 +1,238 @@
+//! Container verbs: `strata run`. Parse the flags as Docker takes them, hand the request to
+//! src/container/, print what comes back.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::Args;
+
+use crate::container::run::{self, RunRequest};
+use crate::container::verbs;
+use crate::launcher::cgroups::{parse_size, Limits};
+use crate::launcher::{caps, Network};
+use crate::state::Root;
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Run in the background and print the container's id; its output goes to its log.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Assign a name to the container.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Remove the container (its writable layer) when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Set an environment variable: KEY=VALUE, or KEY to pass the caller's (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Working directory inside the container (made if missing).
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+    /// UID[:GID] or NAME[:GROUP] to run as.
+    #[arg(short = 'u', long = "user", value_name = "USER")]
+    pub user: Option<String>,
+    /// Container host name [default: the short id].
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// none: a network namespace of its own with only lo; host: the host's.
+    #[arg(long, default_value = "none", value_name = "none|host")]
+    pub network: String,
+    /// Enter the root with chroot(2) instead of pivot_root(2) (to see the difference).
+    #[arg(long)]
+    pub chroot: bool,
+    /// Run a small init as PID 1 that forwards signals and reaps processes.
+    #[arg(long)]
+    pub init: bool,
+    /// Add a capability to Docker's default set (or ALL; repeatable).
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop a capability from Docker's default set (or ALL; repeatable).
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// no-new-privileges[:true|false].
+    #[arg(long = "security-opt", value_name = "OPT")]
+    pub security_opt: Vec<String>,
+    /// Memory limit (b, k, m, g).
+    #[arg(short = 'm', long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// Number of CPUs (fractional).
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<f64>,
+    /// Maximum number of processes (-1 or 0: unlimited).
+    #[arg(long = "pids-limit", value_name = "N", allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// The root filesystem directory (its files stay untouched: writes go to the container's
+    /// own layer).
+    #[arg(value_name = "ROOTFS-DIR")]
+    pub rootfs: PathBuf,
+    /// The command and its arguments.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub cmd: Vec<String>,
+}
+
+fn env(given: &[String]) -> Vec<String> {
+    given
+        .iter()
+        .filter_map(|e| {
+            if e.contains('=') {
+                Some(e.clone())
+            } else {
+                // Docker: a bare KEY takes the caller's value, or is left out.
+                std::env::var(e).ok().map(|v| format!("{e}={v}"))
+            }
+        })
+        .collect()
+}
+
+fn no_new_privileges(opts: &[String]) -> Result<bool> {
+    let mut on = false;
+    for o in opts {
+        match o.as_str() {
+            "no-new-privileges" | "no-new-privileges:true" | "no-new-privileges=true" => on = true,
+            "no-new-privileges:false" | "no-new-privileges=false" => on = false,
+            _ => bail!("invalid --security-opt: {o:?}"),
+        }
+    }
+    Ok(on)
+}
+
+pub fn request(a: RunArgs) -> Result<RunRequest> {
+    let network = match a.network.as_str() {
+        "none" => Network::None,
+        "host" => Network::Host,
+        n => bail!("network {n} not found"),
+    };
+    let caps = caps::resolve(&a.cap_add, &a.cap_drop).map_err(anyhow::Error::msg)?;
+    let memory = a.memory.as_deref().map(parse_size).transpose()?;
+    if memory.is_some_and(|m| m < 6 << 20) {
+        bail!("Minimum memory limit allowed is 6MB");
+    }
+    if a.cpus.is_some_and(|c| c <= 0.0 || !c.is_finite()) {
+        bail!("invalid argument for --cpus: must be a positive number");
+    }
+    if let Some(w) = &a.workdir {
+        if !w.is_absolute() {
+            bail!(
+                "the working directory '{}' is invalid, it needs to be an absolute path",
+                w.display()
+            );
+        }
+    }
+    Ok(RunRequest {
+        detach: a.detach,
+        name: a.name,
+        auto_remove: a.rm,
+        rootfs: a.rootfs,
+        args: a.cmd,
+        env: env(&a.env),
+        workdir: a.workdir,
+        user: a.user,
+        hostname: a.hostname,
+        network,
+        chroot: a.chroot,
+        init: a.init,
+        caps,
+        no_new_privileges: no_new_privileges(&a.security_opt)?,
+        limits: Limits {
+            memory,
+            cpus: a.cpus,
+            pids: a.pids_limit,
+        },
+    })
+}
+
+/// `strata run`: the exit code to exit with. A failure of strata itself is Err (exit 125).
+pub fn run(root: &Root, a: RunArgs) -> Result<i32> {
+    let o = run::run(root, request(a)?)?;
+    if let Some(e) = o.error {
+        eprintln!("strata: {e}");
+    }
+    if let Some(id) = o.detached {
+        println!("{id}");
+    }
+    Ok(o.code)
+}
+
+/// `strata ps [-a] [-q]`, in Docker's columns.
+pub fn ps(root: &Root, all: bool, quiet: bool) -> Result<()> {
+    let rows = verbs::ps(root, all)?;
+    if quiet {
+        for r in rows {
+            println!("{}", r.id);
+        }
+        return Ok(());
+    }
+    let mut table = vec![[
+        "CONTAINER ID".to_string(),
+        "IMAGE".into(),
+        "COMMAND".into(),
+        "CREATED".into(),
+        "STATUS".into(),
+        "PORTS".into(),
+        "NAMES".into(),
+    ]];
+    for r in rows {
+        table.push([
+            r.id, r.image, r.command, r.created, r.status, r.ports, r.names,
+        ]);
+    }
+    print!("{}", columns(&table));
+    Ok(())
+}
+
+/// Docker's tabwriter: each column but the last as wide as its widest cell plus 3, at least 10.
+fn columns<const N: usize>(table: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for row in table {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count() + 3).max(10);
+        }
+    }
+    let mut out = String::new();
+    for row in table {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            line.push_str(cell);
+            if i + 1 < N {
+                let pad = widths[i] - cell.chars().count();
+                line.push_str(&" ".repeat(pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `strata logs C`: what the container wrote.
+pub fn logs(root: &Root, container: &str) -> Result<()> {
+    let p = verbs::log_path(root, container)?;
+    let data = std::fs::read(&p).unwrap_or_default();
+    use std::io::Write;
+    std::io::stdout().write_all(&data)?;
+    Ok(())
+}
+
+/// Run `f` on each container named, printing each name as Docker does; the first error is
+/// reported for each that failed and the result fails if any did.
+pub fn each(names: &[String], f: impl Fn(&str) -> Result<()>) -> Result<()> {
+    let mut failed = false;
+    for n in names {
+        match f(n) {
+            Ok(()) => println!("{n}"),
+            Err(e) => {
+                eprintln!("strata: {}", format!("{e:#}").replace('\n', " "));
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        std::process::exit(1);
+    }
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! Containers: their records in the state root, their root mount, and the monitor that starts
+//! a container's process and waits for it (`run`). The kernel side is src/launcher/.
+
+pub mod detach;
+pub mod monitor;
+pub mod mount;
+pub mod records;
+pub mod run;
+pub mod verbs;

@@ -1,0 +1,55 @@
+//! The container's root: its rootfs directory as the lower layer of a union with the
+//! container's own upper and work directories, mounted at `merged/` through the same code
+//! path as `strata mount` (src/daemon/): checked, served in the background by a daemon
+//! forked from this process, and unmounted with a wait for that daemon to flush and exit.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use crate::daemon;
+use crate::state::Root;
+
+/// A mounted container root; [`RootMount::unmount`] takes it down.
+pub struct RootMount {
+    pub merged: PathBuf,
+}
+
+/// Escape `\`, `:` and `,` in a path for `-o lowerdir=...`.
+fn esc(p: &Path) -> String {
+    let mut s = String::new();
+    for c in p.to_string_lossy().chars() {
+        if matches!(c, '\\' | ':' | ',') {
+            s.push('\\');
+        }
+        s.push(c);
+    }
+    s
+}
+
+/// Mount the union of `lower` and the container directory's `upper`/`work` at its `merged/`.
+/// The daemon is forked from this process, which must have no threads yet.
+pub fn mount_root(root: &Root, lower: &Path, dir: &Path) -> Result<RootMount> {
+    let merged = dir.join("merged");
+    daemon::mount(daemon::MountRequest {
+        options: vec![format!(
+            "lowerdir={},upperdir={},workdir={}",
+            esc(lower),
+            esc(&dir.join("upper")),
+            esc(&dir.join("work"))
+        )],
+        source: None,
+        mountpoint: merged.clone(),
+        foreground: false,
+        log: None,
+        grafts: Vec::new(),
+        root: Some(root.path.clone()),
+    })?;
+    Ok(RootMount { merged })
+}
+
+impl RootMount {
+    pub fn unmount(&self) -> Result<()> {
+        daemon::umount(&self.merged)
+    }
+}

@@ -1,0 +1,250 @@
+//! `strata run` in the foreground: make the container's record, mount its root, make its
+//! cgroup, start its process and be its parent until it ends, then record the end and take
+//! the mount and cgroup down. The exit code of the process is the result.
+//!
+//! A failure before the process runs its command leaves nothing behind: no mount, no cgroup,
+//! no process, no container directory.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use super::monitor;
+use super::mount::{mount_root, RootMount};
+use super::records::{self, Config, Store};
+use crate::launcher::cgroups::{self, Cgroup, Limits};
+use crate::launcher::{clone, Failure, Network, Spec};
+use crate::state::Root;
+
+pub struct RunRequest {
+    pub detach: bool,
+    pub name: Option<String>,
+    pub auto_remove: bool,
+    pub rootfs: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub workdir: Option<PathBuf>,
+    pub user: Option<String>,
+    pub hostname: Option<String>,
+    pub network: Network,
+    pub chroot: bool,
+    pub init: bool,
+    pub caps: u64,
+    pub no_new_privileges: bool,
+    pub limits: Limits,
+}
+
+/// How a run ended: the exit code for `strata run`, and the line to print when the command
+/// never ran (Docker's 125, 126, 127 cases).
+#[derive(Debug)]
+pub struct Outcome {
+    /// With `-d`: the id, printed once the command runs.
+    pub detached: Option<String>,
+    pub code: i32,
+    pub error: Option<String>,
+}
+
+/// Told once the container's command runs, or why it could not (`run -d` waits for it).
+pub type Notify<'a> = &'a dyn Fn(&Result<(), Failure>);
+
+/// Docker's rule for names.
+fn check_name(n: &str) -> Result<()> {
+    let mut chars = n.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && n.len() >= 2
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !ok {
+        bail!("Invalid container name ({n}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed");
+    }
+    Ok(())
+}
+
+/// The caller's terminal, for /dev/console.
+fn console() -> Option<PathBuf> {
+    nix::unistd::ttyname(unsafe { std::os::fd::BorrowedFd::borrow_raw(0) }).ok()
+}
+
+pub fn run(root: &Root, req: RunRequest) -> Result<Outcome> {
+    let detach = req.detach;
+    let (store, config) = create(root, req)?;
+    if detach {
+        return super::detach::start(root, &store, &config);
+    }
+    launch(root, &store, &config, None)
+}
+
+/// Check the request and make the container's record.
+fn create(root: &Root, req: RunRequest) -> Result<(Store, Config)> {
+    let lower = req
+        .rootfs
+        .canonicalize()
+        .ok()
+        .filter(|p| p.is_dir())
+        .with_context(|| format!("rootfs {}: no such directory", req.rootfs.display()))?;
+    if req.args.is_empty() {
+        bail!("no command specified");
+    }
+    let id = records::new_id()?;
+    let name = match req.name {
+        Some(n) => {
+            check_name(&n)?;
+            n
+        }
+        None => records::name_for(&id),
+    };
+    let store = Store::new(root);
+    let dir = store.container_dir(&id);
+    let spec = Spec {
+        rootfs: dir.join("merged"),
+        args: req.args,
+        env: req.env,
+        cwd: req.workdir.unwrap_or_else(|| PathBuf::from("/")),
+        user: req.user,
+        hostname: req.hostname.unwrap_or_else(|| id[..12].to_string()),
+        network: req.network,
+        chroot: req.chroot,
+        init: req.init,
+        // What the host withholds from strata it cannot give (--cap-add ALL included).
+        caps: req.caps & crate::launcher::caps::available(),
+        no_new_privileges: req.no_new_privileges,
+        console: if req.detach { None } else { console() },
+    };
+    let config = Config {
+        id,
+        name,
+        rootfs: lower,
+        created: records::now(),
+        auto_remove: req.auto_remove,
+        limits: req.limits,
+        spec,
+    };
+    store.create(&config)?;
+    Ok((store, config))
+}
+
+/// Mount, make the cgroup, start, wait, record the end and take everything down. `notify` is
+/// told once the command runs (or why it could not).
+pub fn launch(
+    root: &Root,
+    store: &Store,
+    config: &Config,
+    notify: Option<Notify>,
+) -> Result<Outcome> {
+    let id = &config.id;
+    let dir = store.container_dir(id);
+    let m = match mount_root(root, &config.rootfs, &dir) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = store.remove(id);
+            return Err(e);
+        }
+    };
+    let cg = match Cgroup::create(Path::new(cgroups::ROOT), id, &config.limits) {
+        Ok(cg) => cg,
+        Err(e) => {
+            teardown(store, id, &m, None, true);
+            return Err(e);
+        }
+    };
+    let r = start_and_wait(store, config, &cg, notify);
+    let remove = config.auto_remove || !matches!(r, Ok(Outcome { error: None, .. }));
+    let oom = cg.oom_kills() > 0;
+    teardown(store, id, &m, Some(&cg), remove);
+    if let (
+        Some(n),
+        Ok(Outcome {
+            code,
+            error: Some(msg),
+            ..
+        }),
+    ) = (notify, &r)
+    {
+        n(&Err(Failure {
+            code: *code,
+            msg: msg.clone(),
+        }));
+    }
+    if let Ok(o) = &r {
+        if !remove {
+            store.update(id, |s| {
+                s.status = "exited".into();
+                s.pid = 0;
+                s.monitor_pid = 0;
+                s.exit_code = o.code;
+                s.oom_killed = oom;
+                s.finished_at = records::now();
+            })?;
+        }
+    }
+    r
+}
+
+fn start_and_wait(
+    store: &Store,
+    config: &Config,
+    cg: &Cgroup,
+    notify: Option<Notify>,
+) -> Result<Outcome> {
+    let started = clone::spawn(&config.spec)?;
+    let pid = started.pid;
+    if let Err(e) = cg.add(pid.as_raw()) {
+        // Dropping `started` lets the child see the caller give up; it exits at once.
+        drop(started);
+        monitor::wait(pid);
+        return Err(e);
+    }
+    monitor::proxy_signals(pid);
+    let started = started.release();
+    // Running once the command is: a signal passed on before that could reach a PID 1 that
+    // has not set up its handling yet, and be dropped.
+    if started.is_ok() {
+        let r = store.update(&config.id, |s| {
+            s.status = "running".into();
+            s.pid = pid.as_raw();
+            s.pid_start = crate::state::start_time(pid.as_raw() as u32).unwrap_or(0);
+            s.monitor_pid = std::process::id();
+            s.monitor_start = crate::state::start_time(std::process::id()).unwrap_or(0);
+            s.started_at = records::now();
+        });
+        if let Err(e) = r {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            monitor::wait(pid);
+            monitor::stop_proxy();
+            return Err(e);
+        }
+    }
+    // A failure is told after the teardown (in launch), so that nothing is left when the
+    // caller hears of it.
+    if let (Some(n), Ok(())) = (notify, &started) {
+        n(&Ok(()));
+    }
+    let code = monitor::wait(pid);
+    monitor::stop_proxy();
+    Ok(match started {
+        Ok(()) => Outcome {
+            detached: None,
+            code,
+            error: None,
+        },
+        Err(f) => Outcome {
+            detached: None,
+            code: f.code,
+            error: Some(f.msg),
+        },
+    })
+}
+
+/// Cgroup, mount, and (with `remove`) the record: each is tried even if another fails.
+fn teardown(store: &Store, id: &str, m: &RootMount, cg: Option<&Cgroup>, remove: bool) {
+    if let Some(cg) = cg {
+        cg.remove();
+    }
+    if let Err(e) = m.unmount() {
+        eprintln!("strata: {e:#}");
+    }
+    if remove {
+        if let Err(e) = store.remove(id) {
+            eprintln!("strata: {e:#}");
+        }
+    }
+}

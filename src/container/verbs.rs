@@ -1,0 +1,229 @@
+//! The verbs that work on containers by their records: ps, logs, stop, rm. Each reads the
+//! records under the lock and acts on the container's processes from outside; the monitor
+//! records the end and takes the mount down itself.
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+
+use super::records::{parse_time, Config, State, Store};
+use crate::launcher::cgroups;
+use crate::state::{alive, Root};
+
+/// One line of `ps`: Docker's columns.
+pub struct Row {
+    pub id: String,
+    pub image: String,
+    pub command: String,
+    pub created: String,
+    pub status: String,
+    pub ports: String,
+    pub names: String,
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+/// go-units' HumanDuration, as Docker prints ages.
+pub fn human(secs: f64) -> String {
+    let s = secs.max(0.0) as u64;
+    let (m, h, d) = (s / 60, s / 3600, s / 86_400);
+    match s {
+        0 => "Less than a second".into(),
+        1 => "1 second".into(),
+        _ if s < 60 => format!("{s} seconds"),
+        _ if m == 1 => "About a minute".into(),
+        _ if m < 60 => format!("{m} minutes"),
+        _ if h == 1 => "About an hour".into(),
+        _ if h < 48 => format!("{h} hours"),
+        _ if d < 14 => format!("{d} days"),
+        _ if d < 60 => format!("{} weeks", d / 7),
+        _ if d < 730 => format!("{} months", d / 30),
+        _ => format!("{} years", d / 365),
+    }
+}
+
+fn ago(t: &str) -> String {
+    parse_time(t)
+        .map(|t| format!("{} ago", human(now() - t)))
+        .unwrap_or_default()
+}
+
+/// Docker's COMMAND: the command line cut to 20 characters (…), in quotes.
+fn command(c: &Config) -> String {
+    let full = c.spec.args.join(" ");
+    let cut = if full.chars().count() > 20 {
+        format!("{}…", full.chars().take(19).collect::<String>())
+    } else {
+        full
+    };
+    format!("\"{cut}\"")
+}
+
+fn status(s: &State) -> String {
+    match s.status.as_str() {
+        "running" => format!(
+            "Up {}",
+            human(now() - parse_time(&s.started_at).unwrap_or(now()))
+        ),
+        "exited" => format!("Exited ({}) {}", s.exit_code, ago(&s.finished_at)),
+        _ => "Created".into(),
+    }
+}
+
+/// Containers, newest first; only running ones unless `all`.
+pub fn ps(root: &Root, all: bool) -> Result<Vec<Row>> {
+    let store = Store::new(root);
+    let lock = store.lock()?;
+    let mut list: Vec<(Config, State)> = store
+        .configs(&lock)
+        .into_iter()
+        .filter_map(|c| {
+            let s = store.live_state(&lock, &c.id).ok()?;
+            Some((c, s))
+        })
+        .filter(|(_, s)| all || s.status == "running")
+        .collect();
+    list.sort_by(|a, b| b.0.created.cmp(&a.0.created));
+    Ok(list
+        .into_iter()
+        .map(|(c, s)| Row {
+            id: c.id[..12].to_string(),
+            image: c.rootfs.display().to_string(),
+            command: command(&c),
+            created: ago(&c.created),
+            status: status(&s),
+            ports: String::new(),
+            names: c.name.clone(),
+        })
+        .collect())
+}
+
+/// The container's log (its output when run with -d).
+pub fn log_path(root: &Root, key: &str) -> Result<std::path::PathBuf> {
+    let store = Store::new(root);
+    let lock = store.lock()?;
+    let c = store.find(&lock, key)?;
+    Ok(store.container_dir(&c.id).join("log"))
+}
+
+/// Wait until the container's monitor is gone (it has recorded the end and unmounted).
+fn wait_monitor(store: &Store, id: &str, timeout: Duration) -> bool {
+    let t = Instant::now();
+    loop {
+        let s = match store.state(id) {
+            Ok(s) => s,
+            // Removed by its own monitor (--rm).
+            Err(_) => return true,
+        };
+        // The record says exited a moment before the monitor is done with the mount.
+        if !alive(s.monitor_pid, s.monitor_start) {
+            return true;
+        }
+        if t.elapsed() > timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(pid: i32, sig: libc::c_int) {
+    if pid > 0 {
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// SIGTERM to PID 1, SIGKILL after `timeout` seconds, as `docker stop`.
+pub fn stop(root: &Root, key: &str, timeout: u64) -> Result<()> {
+    let store = Store::new(root);
+    let (c, s) = {
+        let lock = store.lock()?;
+        let c = store.find(&lock, key)?;
+        let s = store.live_state(&lock, &c.id)?;
+        (c, s)
+    };
+    if s.status != "running" {
+        return Ok(());
+    }
+    signal(s.pid, libc::SIGTERM);
+    if !wait_monitor(&store, &c.id, Duration::from_secs(timeout)) {
+        signal(s.pid, libc::SIGKILL);
+        if !wait_monitor(&store, &c.id, Duration::from_secs(30)) {
+            bail!("container {} did not stop", c.id);
+        }
+    }
+    Ok(())
+}
+
+/// Remove a container and its writable layer; a running one only with `force` (killed first).
+/// What a killed monitor left (the mount, the cgroup) goes too.
+pub fn rm(root: &Root, key: &str, force: bool) -> Result<()> {
+    let store = Store::new(root);
+    let (c, s) = {
+        let lock = store.lock()?;
+        let c = store.find(&lock, key)?;
+        let s = store.live_state(&lock, &c.id)?;
+        (c, s)
+    };
+    if s.status == "running" {
+        if !force {
+            bail!(
+                "You cannot remove a running container {}. Stop the container before attempting \
+                 removal or force remove",
+                c.id
+            );
+        }
+        signal(s.pid, libc::SIGKILL);
+        if !wait_monitor(&store, &c.id, Duration::from_secs(30)) {
+            bail!("container {} did not stop", c.id);
+        }
+    }
+    let dir = store.container_dir(&c.id);
+    if !dir.exists() {
+        return Ok(());
+    }
+    // A PID 1 left by a monitor killed before it could take it down.
+    if let Ok(raw) = store.state(&c.id) {
+        if raw.pid > 0 && alive(raw.pid as u32, raw.pid_start) {
+            signal(raw.pid, libc::SIGKILL);
+            let t = Instant::now();
+            while alive(raw.pid as u32, raw.pid_start) && t.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+    let merged = dir.join("merged");
+    let mounted = crate::daemon::mount_points()
+        .iter()
+        .any(|(p, _)| *p == merged);
+    if mounted {
+        crate::daemon::umount(&merged).context("unmount the container's root")?;
+    }
+    for ctrl in ["memory", "cpu", "pids", ""] {
+        let d = Path::new(cgroups::ROOT)
+            .join(ctrl)
+            .join("strata")
+            .join(&c.id);
+        let _ = std::fs::remove_dir(d);
+    }
+    store.remove(&c.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human;
+
+    #[test]
+    fn ages_read_as_dockers() {
+        assert_eq!(human(0.4), "Less than a second");
+        assert_eq!(human(1.0), "1 second");
+        assert_eq!(human(42.0), "42 seconds");
+        assert_eq!(human(61.0), "About a minute");
+        assert_eq!(human(3.0 * 3600.0), "3 hours");
+    }
+}
