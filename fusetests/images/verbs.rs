@@ -322,3 +322,31 @@ fn image_mount_is_the_read_only_union_of_its_layers() {
         assert!(!fuse_mounted(&mnt));
     });
 }
+
+#[test]
+fn a_container_run_from_an_images_layer_keeps_the_image() {
+    timed("container keeps image", || {
+        let fx = Fx::new();
+        fx.umoci_images();
+        let id = fx.import(&["oci:base", "bb"]);
+        let lower = fx.inspect("bb")["GraphDriver"]["Data"]["LowerDir"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let out = fx.ok(&["run", "--name", "c1", &lower, "/bin/busybox", "echo", "hi"]);
+        assert_eq!(out, "hi\n");
+        let cid = fx.ok(&["ps", "-a", "-q"]).trim().to_string();
+        let e = fx.fails(&["image", "rm", "bb"]);
+        assert!(
+            e.contains(&format!("container {} is using", &cid[..12])),
+            "{e}"
+        );
+        assert_eq!(fx.ok(&["image", "rm", "-f", "bb"]), "Untagged: bb:latest\n");
+        assert_eq!(fx.ok(&["image", "prune"]), "Total reclaimed space: 0B\n");
+        assert_eq!(fx.layer_dirs().len(), 1, "the container's layer stays");
+        fx.ok(&["rm", "c1"]);
+        let out = fx.ok(&["image", "prune"]);
+        assert!(out.contains(&format!("deleted: {id}")), "{out}");
+        assert!(fx.layer_dirs().is_empty());
+    });
+}

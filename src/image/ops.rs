@@ -255,6 +255,14 @@ pub fn tag(root: &Root, src: &str, dst: &str) -> Result<()> {
     s.write_tags(&tags)
 }
 
+fn layer_dirs(s: &Store, i: &Image) -> Vec<std::path::PathBuf> {
+    i.rec
+        .layers
+        .iter()
+        .filter_map(|l| s.layer_path(&l.diff_id).ok())
+        .collect()
+}
+
 /// `image rm`: the lines Docker prints (`Untagged: ..`, `Deleted: ..`) for each name done, and
 /// an error line for each refused.
 pub fn rm(root: &Root, names: &[String], force: bool) -> (Vec<String>, Vec<String>) {
@@ -286,7 +294,7 @@ fn rm_one(s: &Store, root: &Root, name: &str, force: bool) -> Result<Vec<String>
             at.display()
         );
     }
-    let user = container_using(&root.path, &id);
+    let user = container_using(&root.path, &id, &layer_dirs(s, i)).map(|c| short(&c));
     let mut tags: BTreeMap<String, String> = s.tags()?;
     let mut out = Vec::new();
     let untag: Vec<String> = match &by_tag {
@@ -343,7 +351,7 @@ pub fn prune(root: &Root) -> Result<(Vec<String>, u64)> {
         .collect();
     let mut out = Vec::new();
     for i in &images {
-        let used = container_using(&root.path, &i.rec.id).is_some()
+        let used = container_using(&root.path, &i.rec.id, &layer_dirs(&s, i)).is_some()
             || super::mount::mounted_at(&i.rec.id).is_some();
         if i.tags.is_empty() && !used {
             s.remove_image(&i.rec.id)?;
