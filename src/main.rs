@@ -47,6 +47,8 @@ enum Cmd {
     Volume(VolumeCmd),
     /// Run a command in a new container whose root is a union over ROOTFS-DIR.
     Run(cli::container::RunArgs),
+    /// Run a command in a running container.
+    Exec(cli::container::ExecArgs),
     /// List containers (running ones; all with -a).
     Ps {
         /// Show all containers, not only running ones.
@@ -250,6 +252,7 @@ fn main() {
             | "umount"
             | "volume"
             | "run"
+            | "exec"
             | "ps"
             | "logs"
             | "stop"
@@ -283,6 +286,10 @@ fn main() {
                     eprintln!("strata: {}", format!("{e:#}").replace('\n', " "));
                     std::process::exit(125);
                 }
+            },
+            Cmd::Exec(a) => match cli::container::exec(&root, a) {
+                Ok(code) => std::process::exit(code),
+                Err(e) => Err(e),
             },
             Cmd::Ps { all, quiet } => cli::container::ps(&root, all, quiet),
             Cmd::Logs { container } => cli::container::logs(&root, &container),

@@ -158,6 +158,47 @@ pub fn run(root: &Root, a: RunArgs) -> Result<i32> {
     Ok(o.code)
 }
 
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// Set an environment variable: KEY=VALUE, or KEY to pass the caller's (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+    /// UID[:GID] or NAME[:GROUP] to run as.
+    #[arg(short = 'u', long = "user", value_name = "USER")]
+    pub user: Option<String>,
+    pub container: String,
+    /// The command and its arguments.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        required = true,
+        value_name = "CMD"
+    )]
+    pub cmd: Vec<String>,
+}
+
+/// `strata exec`: the command's exit code, or Err when it could not be started for a reason of
+/// strata's own (no such container, not running).
+pub fn exec(root: &Root, a: ExecArgs) -> Result<i32> {
+    let o = crate::container::exec::exec(
+        root,
+        crate::container::exec::ExecRequest {
+            container: a.container,
+            args: a.cmd,
+            env: env(&a.env),
+            workdir: a.workdir,
+            user: a.user,
+        },
+    )?;
+    if let Some(e) = o.error {
+        eprintln!("strata: {e}");
+    }
+    Ok(o.code)
+}
+
 /// `strata ps [-a] [-q]`, in Docker's columns.
 pub fn ps(root: &Root, all: bool, quiet: bool) -> Result<()> {
     let rows = verbs::ps(root, all)?;
