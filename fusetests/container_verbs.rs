@@ -357,3 +357,62 @@ fn exec_enters_a_chroot_containers_root() {
     );
     unsafe { libc::kill(pid1, libc::SIGKILL) };
 }
+
+#[test]
+fn start_runs_a_stopped_container_again_on_its_writable_layer() {
+    let f = fx();
+    let script = "echo one >> /tmp/log; cat /tmp/log; exit 3";
+    let o = f.run(&["--name", "keep"], &["sh", "-c", script]);
+    assert_eq!(
+        (o.status.code(), o.stdout.as_str()),
+        (Some(3), "one\n"),
+        "{}",
+        o.describe()
+    );
+    let o = f.verb(&["start", "-a", "keep"]);
+    assert_eq!(
+        (o.status.code(), o.stdout.as_str()),
+        (Some(3), "one\none\n"),
+        "{}",
+        o.describe()
+    );
+    // Another container of the same rootfs has none of it.
+    let o = f.run(&["--rm"], &["cat", "/tmp/log"]);
+    assert_eq!(o.status.code(), Some(1), "{}", o.describe());
+    // Detached: the name, then wait gives the exit code and the log the output.
+    let o = f.verb(&["start", "keep"]);
+    assert_eq!(
+        (o.status.code(), o.stdout.as_str()),
+        (Some(0), "keep\n"),
+        "{}",
+        o.describe()
+    );
+    let o = f.verb(&["wait", "keep"]);
+    assert_eq!(o.stdout, "3\n", "{}", o.describe());
+    assert_eq!(f.verb(&["logs", "keep"]).stdout, "one\none\none\n");
+    assert_eq!(mounts_under(&f.base), vec![]);
+}
+
+#[test]
+fn kill_signals_pid_1() {
+    let f = fx();
+    let (id, pid) = detached(&f, &["--name", "kk"], &["sleep", "30"]);
+    // PID 1 has no handler for SIGTERM: it goes on.
+    let o = f.verb(&["kill", "-s", "TERM", "kk"]);
+    assert_eq!(o.stdout, "kk\n", "{}", o.describe());
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(proc_alive(pid));
+    assert!(f.verb(&["kill", &id[..8]]).ok());
+    assert_eq!(f.verb(&["wait", "kk"]).stdout, "137\n");
+    let o = f.verb(&["kill", "kk"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        o.stderr,
+        format!("strata: Cannot kill container: kk: Container {id} is not running\n")
+    );
+    let o = f.verb(&["kill", "-s", "NOPE", "kk"]);
+    assert_eq!(
+        (o.status.code(), o.stderr.as_str()),
+        (Some(1), "strata: Invalid signal: NOPE\n")
+    );
+}

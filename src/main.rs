@@ -68,6 +68,27 @@ enum Cmd {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// Start stopped containers again, on the same writable layer.
+    Start {
+        /// Attach: wait for the command and exit with its code.
+        #[arg(short, long)]
+        attach: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Wait for containers to exit and print their exit codes.
+    Wait {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Send a signal to containers' main process.
+    Kill {
+        /// The signal (name or number).
+        #[arg(short, long, default_value = "KILL")]
+        signal: String,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
     /// Remove containers and their writable layers.
     Rm {
         /// Kill a running container first.
@@ -257,6 +278,9 @@ fn main() {
             | "logs"
             | "stop"
             | "rm"
+            | "start"
+            | "wait"
+            | "kill"
             | "--root"
             | "help"
             | "--help"
@@ -295,6 +319,13 @@ fn main() {
             Cmd::Logs { container } => cli::container::logs(&root, &container),
             Cmd::Stop { time, containers } => {
                 cli::container::each(&containers, |c| container::verbs::stop(&root, c, time))
+            }
+            Cmd::Start { attach, containers } => cli::container::start(&root, attach, &containers),
+            Cmd::Wait { containers } => cli::container::wait(&root, &containers),
+            Cmd::Kill { signal, containers } => {
+                container::verbs::parse_signal(&signal).and_then(|sig| {
+                    cli::container::each(&containers, |c| container::verbs::kill(&root, c, sig))
+                })
             }
             Cmd::Rm { force, containers } => {
                 cli::container::each(&containers, |c| container::verbs::rm(&root, c, force))

@@ -259,6 +259,41 @@ pub fn logs(root: &Root, container: &str) -> Result<()> {
     Ok(())
 }
 
+/// `strata start [-a] C...`: detached, each name printed; with -a (one container) the exit
+/// code is the command's.
+pub fn start(root: &Root, attach: bool, names: &[String]) -> Result<()> {
+    if attach {
+        let [name] = names else {
+            bail!("you cannot start and attach multiple containers at once");
+        };
+        let code = match verbs::start(root, name, true)? {
+            None => 0,
+            Some(o) => {
+                if let Some(e) = o.error {
+                    eprintln!("strata: {e}");
+                }
+                o.code
+            }
+        };
+        std::process::exit(code);
+    }
+    each(names, |n| match verbs::start(root, n, false)? {
+        Some(o) => match o.error {
+            Some(e) => bail!("{e}"),
+            None => Ok(()),
+        },
+        None => Ok(()),
+    })
+}
+
+/// `strata wait C...`: each exit code, one a line.
+pub fn wait(root: &Root, names: &[String]) -> Result<()> {
+    for n in names {
+        println!("{}", verbs::wait(root, n)?);
+    }
+    Ok(())
+}
+
 /// Run `f` on each container named, printing each name as Docker does; the first error is
 /// reported for each that failed and the result fails if any did.
 pub fn each(names: &[String], f: impl Fn(&str) -> Result<()>) -> Result<()> {

@@ -68,9 +68,9 @@ pub fn run(root: &Root, req: RunRequest) -> Result<Outcome> {
     let detach = req.detach;
     let (store, config) = create(root, req)?;
     if detach {
-        return super::detach::start(root, &store, &config);
+        return super::detach::start(root, &store, &config, true);
     }
-    launch(root, &store, &config, None)
+    launch(root, &store, &config, true, None)
 }
 
 /// Check the request and make the container's record.
@@ -124,30 +124,44 @@ fn create(root: &Root, req: RunRequest) -> Result<(Store, Config)> {
 
 /// Mount, make the cgroup, start, wait, record the end and take everything down. `notify` is
 /// told once the command runs (or why it could not).
+///
+/// A `fresh` container (just made by `run`) that fails to start is removed whole; one started
+/// again (`start`) keeps its record and writable layer, and is recorded as exited.
 pub fn launch(
     root: &Root,
     store: &Store,
     config: &Config,
+    fresh: bool,
     notify: Option<Notify>,
 ) -> Result<Outcome> {
     let id = &config.id;
     let dir = store.container_dir(id);
+    let gone = |e: anyhow::Error| -> Result<Outcome> {
+        if fresh {
+            let _ = store.remove(id);
+        } else {
+            let _ = store.update(id, |s| {
+                s.status = "exited".into();
+                s.exit_code = crate::launcher::EXIT_FAILED;
+                s.finished_at = records::now();
+            });
+        }
+        Err(e)
+    };
     let m = match mount_root(root, &config.rootfs, &dir) {
         Ok(m) => m,
-        Err(e) => {
-            let _ = store.remove(id);
-            return Err(e);
-        }
+        Err(e) => return gone(e),
     };
     let cg = match Cgroup::create(Path::new(cgroups::ROOT), id, &config.limits) {
         Ok(cg) => cg,
         Err(e) => {
-            teardown(store, id, &m, None, true);
-            return Err(e);
+            teardown(store, id, &m, None, false);
+            return gone(e);
         }
     };
     let r = start_and_wait(store, config, &cg, notify);
-    let remove = config.auto_remove || !matches!(r, Ok(Outcome { error: None, .. }));
+    let failed = !matches!(r, Ok(Outcome { error: None, .. }));
+    let remove = config.auto_remove || (fresh && failed);
     let oom = cg.oom_kills() > 0;
     teardown(store, id, &m, Some(&cg), remove);
     if let (
@@ -164,17 +178,19 @@ pub fn launch(
             msg: msg.clone(),
         }));
     }
-    if let Ok(o) = &r {
-        if !remove {
-            store.update(id, |s| {
-                s.status = "exited".into();
-                s.pid = 0;
-                s.monitor_pid = 0;
-                s.exit_code = o.code;
-                s.oom_killed = oom;
-                s.finished_at = records::now();
-            })?;
-        }
+    if !remove {
+        let code = match &r {
+            Ok(o) => o.code,
+            Err(_) => crate::launcher::EXIT_FAILED,
+        };
+        store.update(id, |s| {
+            s.status = "exited".into();
+            s.pid = 0;
+            s.monitor_pid = 0;
+            s.exit_code = code;
+            s.oom_killed = oom;
+            s.finished_at = records::now();
+        })?;
     }
     r
 }

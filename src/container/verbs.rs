@@ -160,6 +160,37 @@ pub fn stop(root: &Root, key: &str, timeout: u64) -> Result<()> {
     Ok(())
 }
 
+/// What a monitor killed before it could take its container down left: its PID 1 if still
+/// there, the root's mount, the cgroups.
+fn clean_leftovers(store: &Store, c: &Config) -> Result<()> {
+    let dir = store.container_dir(&c.id);
+    // A PID 1 left by a monitor killed before it could take it down.
+    if let Ok(raw) = store.state(&c.id) {
+        if raw.pid > 0 && alive(raw.pid as u32, raw.pid_start) {
+            signal(raw.pid, libc::SIGKILL);
+            let t = Instant::now();
+            while alive(raw.pid as u32, raw.pid_start) && t.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+    let merged = dir.join("merged");
+    let mounted = crate::daemon::mount_points()
+        .iter()
+        .any(|(p, _)| *p == merged);
+    if mounted {
+        crate::daemon::umount(&merged).context("unmount the container's root")?;
+    }
+    for ctrl in ["memory", "cpu", "pids", ""] {
+        let d = Path::new(cgroups::ROOT)
+            .join(ctrl)
+            .join("strata")
+            .join(&c.id);
+        let _ = std::fs::remove_dir(d);
+    }
+    Ok(())
+}
+
 /// Remove a container and its writable layer; a running one only with `force` (killed first).
 /// What a killed monitor left (the mount, the cgroup) goes too.
 pub fn rm(root: &Root, key: &str, force: bool) -> Result<()> {
@@ -187,31 +218,95 @@ pub fn rm(root: &Root, key: &str, force: bool) -> Result<()> {
     if !dir.exists() {
         return Ok(());
     }
-    // A PID 1 left by a monitor killed before it could take it down.
-    if let Ok(raw) = store.state(&c.id) {
-        if raw.pid > 0 && alive(raw.pid as u32, raw.pid_start) {
-            signal(raw.pid, libc::SIGKILL);
-            let t = Instant::now();
-            while alive(raw.pid as u32, raw.pid_start) && t.elapsed() < Duration::from_secs(10) {
-                std::thread::sleep(Duration::from_millis(10));
-            }
+    clean_leftovers(&store, &c)?;
+    store.remove(&c.id)
+}
+
+/// `start`: run a stopped container again, on the same writable layer. Detached unless
+/// `attach` (then the exit code is the command's). Returns None when it was already running.
+pub fn start(root: &Root, key: &str, attach: bool) -> Result<Option<super::run::Outcome>> {
+    let store = Store::new(root);
+    let c = {
+        let lock = store.lock()?;
+        let c = store.find(&lock, key)?;
+        if store.live_state(&lock, &c.id)?.status == "running" {
+            return Ok(None);
+        }
+        c
+    };
+    // What a killed monitor left goes first (its mount would refuse the new one).
+    clean_leftovers(&store, &c)?;
+    store.update(&c.id, |s| {
+        s.status = "created".into();
+        s.oom_killed = false;
+    })?;
+    let o = if attach {
+        super::run::launch(root, &store, &c, false, None)?
+    } else {
+        super::detach::start(root, &store, &c, false)?
+    };
+    Ok(Some(o))
+}
+
+/// `wait`: block until the container has exited; its exit code.
+pub fn wait(root: &Root, key: &str) -> Result<i32> {
+    let store = Store::new(root);
+    let id = {
+        let lock = store.lock()?;
+        store.find(&lock, key)?.id
+    };
+    loop {
+        let s = {
+            let lock = store.lock()?;
+            store.live_state(&lock, &id)?
+        };
+        // The monitor writes the exit code as it finishes.
+        if !alive(s.monitor_pid, s.monitor_start) {
+            return Ok(s.exit_code);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Docker's signal names (with or without SIG) and numbers.
+pub fn parse_signal(s: &str) -> Result<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        if (1..=64).contains(&n) {
+            return Ok(n);
         }
     }
-    let merged = dir.join("merged");
-    let mounted = crate::daemon::mount_points()
-        .iter()
-        .any(|(p, _)| *p == merged);
-    if mounted {
-        crate::daemon::umount(&merged).context("unmount the container's root")?;
+    let up = s.to_ascii_uppercase();
+    let name = up.strip_prefix("SIG").unwrap_or(&up);
+    let sig = match name {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "TERM" => libc::SIGTERM,
+        "STOP" => libc::SIGSTOP,
+        "CONT" => libc::SIGCONT,
+        "WINCH" => libc::SIGWINCH,
+        _ => bail!("Invalid signal: {s}"),
+    };
+    Ok(sig)
+}
+
+/// `kill`: send a signal to PID 1 (SIGKILL unless given).
+pub fn kill(root: &Root, key: &str, sig: i32) -> Result<()> {
+    let store = Store::new(root);
+    let lock = store.lock()?;
+    let c = store.find(&lock, key)?;
+    let s = store.live_state(&lock, &c.id)?;
+    if s.status != "running" {
+        bail!(
+            "Cannot kill container: {key}: Container {} is not running",
+            c.id
+        );
     }
-    for ctrl in ["memory", "cpu", "pids", ""] {
-        let d = Path::new(cgroups::ROOT)
-            .join(ctrl)
-            .join("strata")
-            .join(&c.id);
-        let _ = std::fs::remove_dir(d);
-    }
-    store.remove(&c.id)
+    signal(s.pid, sig);
+    Ok(())
 }
 
 #[cfg(test)]
