@@ -196,6 +196,10 @@ fn memory_limit_ends_in_an_oom_kill_reported_as_137() {
             .join(&id);
         assert!(!d.exists(), "{} left", d.display());
     }
+    let o = f.verb(&["inspect", "oom"]);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v[0]["State"]["OOMKilled"], true, "{}", o.stdout);
+    assert_eq!(v[0]["State"]["ExitCode"], 137);
     // The same command within its limit runs, and is not an OOM kill.
     let o = f.run(
         &["--rm", "--memory", "64m"],

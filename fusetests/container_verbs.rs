@@ -416,3 +416,54 @@ fn kill_signals_pid_1() {
         (Some(1), "strata: Invalid signal: NOPE\n")
     );
 }
+
+#[test]
+fn inspect_shows_dockers_fields() {
+    let f = fx();
+    let (id, pid) = detached(&f, &["--name", "seen", "--memory", "32m"], &["sleep", "30"]);
+    let o = f.verb(&["inspect", "seen"]);
+    assert!(o.ok(), "{}", o.describe());
+    assert!(
+        o.stdout.starts_with("[\n    {\n        \""),
+        "4-space indent: {}",
+        o.stdout
+    );
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let c = &v[0];
+    assert_eq!(c["Id"], id.as_str());
+    assert_eq!(c["Name"], "/seen");
+    assert_eq!(c["Path"], "sleep");
+    assert_eq!(c["Args"], serde_json::json!(["30"]));
+    assert_eq!(c["State"]["Status"], "running");
+    assert_eq!(c["State"]["Running"], true);
+    assert_eq!(c["State"]["Pid"], pid);
+    assert_eq!(c["HostConfig"]["Memory"], 32 << 20);
+    let dir = f.containers().join(&id);
+    let data = &c["GraphDriver"]["Data"];
+    assert_eq!(data["LowerDir"], f.rootfs.to_str().unwrap());
+    for (k, sub) in [
+        ("UpperDir", "upper"),
+        ("WorkDir", "work"),
+        ("MergedDir", "merged"),
+    ] {
+        assert_eq!(data[k], dir.join(sub).to_str().unwrap(), "{k}");
+    }
+    assert!(f.verb(&["kill", "seen"]).ok());
+    assert_eq!(f.verb(&["wait", "seen"]).stdout, "137\n");
+    let v: serde_json::Value = serde_json::from_str(&f.verb(&["inspect", &id]).stdout).unwrap();
+    let st = &v[0]["State"];
+    assert_eq!(
+        (st["Status"].as_str(), st["Running"].as_bool()),
+        (Some("exited"), Some(false))
+    );
+    assert_eq!(
+        (st["ExitCode"].as_i64(), st["Pid"].as_i64()),
+        (Some(137), Some(0))
+    );
+    assert_eq!(st["OOMKilled"], false);
+    let o = f.verb(&["inspect", "seen", "nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.stderr, "strata: No such container: nope\n");
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+}

@@ -76,6 +76,11 @@ enum Cmd {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// Show containers as Docker's JSON.
+    Inspect {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
     /// Wait for containers to exit and print their exit codes.
     Wait {
         #[arg(required = true)]
@@ -280,6 +285,7 @@ fn main() {
             | "rm"
             | "start"
             | "wait"
+            | "inspect"
             | "kill"
             | "--root"
             | "help"
@@ -321,6 +327,7 @@ fn main() {
                 cli::container::each(&containers, |c| container::verbs::stop(&root, c, time))
             }
             Cmd::Start { attach, containers } => cli::container::start(&root, attach, &containers),
+            Cmd::Inspect { containers } => cli::container::inspect(&root, &containers),
             Cmd::Wait { containers } => cli::container::wait(&root, &containers),
             Cmd::Kill { signal, containers } => {
                 container::verbs::parse_signal(&signal).and_then(|sig| {

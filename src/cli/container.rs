@@ -286,6 +286,20 @@ pub fn start(root: &Root, attach: bool, names: &[String]) -> Result<()> {
     })
 }
 
+/// `strata inspect C...`: Docker's JSON (4-space indented), then an error for any not found.
+pub fn inspect(root: &Root, names: &[String]) -> Result<()> {
+    let (found, missing) = crate::container::inspect::inspect(root, names)?;
+    let mut buf = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
+    serde::Serialize::serialize(&found, &mut ser)?;
+    println!("{}", String::from_utf8_lossy(&buf));
+    if !missing.is_empty() {
+        bail!("No such container: {}", missing.join(", "));
+    }
+    Ok(())
+}
+
 /// `strata wait C...`: each exit code, one a line.
 pub fn wait(root: &Root, names: &[String]) -> Result<()> {
     for n in names {
