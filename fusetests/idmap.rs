@@ -1,6 +1,7 @@
 //! fuse-overlayfs's owner and presentation options: uidmapping/gidmapping (owners shown through
 //! the mapping, stored through its inverse, unmapped ids refused, all of it across copy-up and
-//! remount, and the owners on disk untouched; lowers on idmapped mounts, as podman gives them
+//! remount, and the owners on disk untouched, as root and as an unprivileged user inside its
+//! own user namespace; lowers on idmapped mounts, as podman gives them
 //! for `--uidmap`, mapped once), the squash options, static_nlink, noacl and the thread
 //! options.
 
@@ -316,4 +317,171 @@ fn threaded_and_max_threads_set_the_request_threads() {
         daemon_threads(&one) + 5,
         "max_threads=6 against threaded=0"
     );
+}
+
+/// What an unprivileged user's mount inside its own user namespace does with the mapping (as
+/// rootless podman runs its mount program): ids 0 and 1000 of the namespace swap places, as
+/// keep-id swaps the user's id with root's, and ids above 1000 are outside the mapping.
+const NS_SCRIPT: &str = r#"
+set -eu
+S="$1"; B="$2"; M="$B/mnt"
+MAP=0:1000:1:1:1:999:1000:0:1
+O="lowerdir=$B/lower,upperdir=$B/upper,workdir=$B/work,uidmapping=$MAP,gidmapping=$MAP"
+echo "NSMAP $(awk '{printf "%s %s %s;", $1, $2, $3}' /proc/self/uid_map)"
+"$S" mount -o "$O" "$M"
+stat -c "SHOWN %n %u:%g" "$M/rootf" "$M/five" "$M/k1000" "$M/far"
+echo more >> "$M/five"
+echo made > "$M/made"
+echo new > "$M/new"
+chown 7:7 "$M/new"
+if chown 2000:2000 "$M/rootf" 2>/dev/null; then echo "UNMAPPED-CHOWN ok"; else echo "UNMAPPED-CHOWN refused"; fi
+stat -c "AFTER %n %u:%g" "$M/five" "$M/made" "$M/new" "$M/rootf"
+"$S" umount "$M"
+"$S" mount -o "$O" "$M"
+stat -c "REMOUNTED %n %u:%g" "$M/rootf" "$M/five" "$M/made" "$M/new" "$M/k1000"
+cat "$M/five"
+"$S" umount "$M"
+echo "DONE"
+"#;
+
+/// The test user's subordinate ids, in /etc/subuid and /etc/subgid for the test's life.
+struct SubIds {
+    added: Vec<(&'static str, String)>,
+}
+
+impl SubIds {
+    fn ensure(user: &str, start: u32) -> SubIds {
+        let mut added = Vec::new();
+        for file in ["/etc/subuid", "/etc/subgid"] {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            let line = format!("{user}:{start}:65536");
+            if !text.lines().any(|l| l == line) {
+                let mut t = text.clone();
+                if !t.is_empty() && !t.ends_with('\n') {
+                    t.push('\n');
+                }
+                t.push_str(&line);
+                t.push('\n');
+                std::fs::write(file, t).unwrap();
+                added.push((file, line));
+            }
+        }
+        SubIds { added }
+    }
+}
+
+impl Drop for SubIds {
+    fn drop(&mut self) {
+        for (file, line) in &self.added {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            let kept: String = text
+                .lines()
+                .filter(|l| l != line)
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let _ = std::fs::write(file, kept);
+        }
+    }
+}
+
+/// Kills every process whose command line names `base` (a daemon left in a user namespace's
+/// mount namespace, which no unmount from here can reach).
+struct KillUnder(std::path::PathBuf);
+
+impl Drop for KillUnder {
+    fn drop(&mut self) {
+        let needle = self.0.as_os_str().as_encoded_bytes().to_vec();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            if cmd.windows(needle.len()).any(|w| w == needle.as_slice()) {
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+#[test]
+fn an_unprivileged_user_namespace_mount_maps_owners_both_ways() {
+    assert!(is_root(), "needs root to make the test user and its ids");
+    let (uid, gid) = ensure_test_user();
+    const SUB: u32 = 300000;
+    let _subids = SubIds::ensure(TEST_USER, SUB);
+    let tmp = tempfile::Builder::new()
+        .prefix("strata-ft-userns.")
+        .tempdir()
+        .unwrap();
+    let base = tmp.path().canonicalize().unwrap();
+    let _kill = KillUnder(base.clone());
+    let lower = Layer::new(base.join("lower"));
+    std::fs::create_dir(&lower.root).unwrap();
+    // Owners on disk, as ids of the host: in the namespace, host `uid` is 0 and SUB+k-1 is k.
+    lower
+        .file("rootf", "root's\n")
+        .owner("rootf", uid, gid)
+        .file("five", "five\n")
+        .owner("five", SUB + 4, SUB + 4)
+        .file("k1000", "k\n")
+        .owner("k1000", SUB + 999, SUB + 999)
+        .file("far", "far\n")
+        .owner("far", SUB + 2000, SUB + 2000)
+        .owner("", uid, gid);
+    for d in ["", "upper", "work", "mnt", "home"] {
+        let p = base.join(d);
+        std::fs::create_dir_all(&p).unwrap();
+        lchown(&p, uid, gid).unwrap();
+    }
+    chmod(&base, 0o755).unwrap();
+    let script = base.join("ns.sh");
+    std::fs::write(&script, NS_SCRIPT).unwrap();
+    let mut cmd = as_test_user(&[
+        std::ffi::OsStr::new("unshare"),
+        std::ffi::OsStr::new("--map-root-user"),
+        std::ffi::OsStr::new(&format!("--map-users={SUB},1,65536")),
+        std::ffi::OsStr::new(&format!("--map-groups={SUB},1,65536")),
+        std::ffi::OsStr::new("--mount"),
+        std::ffi::OsStr::new("/bin/sh"),
+        script.as_os_str(),
+        strata_bin().as_os_str(),
+        base.as_os_str(),
+    ]);
+    cmd.env_remove("RUST_LOG")
+        .env("HOME", base.join("home"))
+        .env_remove("XDG_RUNTIME_DIR");
+    let out = run_cmd(&mut cmd, std::time::Duration::from_secs(120));
+    assert!(
+        out.ok() && out.stdout.contains("DONE"),
+        "the script in the user namespace failed:\n{}",
+        out.describe()
+    );
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let has = |l: &str| assert!(lines.contains(&l), "missing {l:?} in:\n{}", out.describe());
+    has(&format!("NSMAP 0 {uid} 1;1 {SUB} 65536;"));
+    // Namespace id 0 is shown as 1000 and 1000 as 0; 2001 is outside the mapping.
+    has(&format!("SHOWN {}/mnt/rootf 1000:1000", base.display()));
+    has(&format!("SHOWN {}/mnt/five 5:5", base.display()));
+    has(&format!("SHOWN {}/mnt/k1000 0:0", base.display()));
+    has(&format!("SHOWN {}/mnt/far 65534:65534", base.display()));
+    has("UNMAPPED-CHOWN refused");
+    for when in ["AFTER", "REMOUNTED"] {
+        has(&format!("{when} {}/mnt/five 5:5", base.display()));
+        // Made by the namespace's root (shown 0): stored through the inverse, as 1000.
+        has(&format!("{when} {}/mnt/made 0:0", base.display()));
+        has(&format!("{when} {}/mnt/new 7:7", base.display()));
+        has(&format!("{when} {}/mnt/rootf 1000:1000", base.display()));
+    }
+    has(&format!("REMOUNTED {}/mnt/k1000 0:0", base.display()));
+    has("more");
+    // On the host: the inverse of the mapping, then the namespace's own map.
+    let host = |rel: &str| owners(&base.join("upper").join(rel));
+    assert_eq!(host("five"), (SUB + 4, SUB + 4), "copy-up keeps the owner");
+    assert_eq!(host("made"), (SUB + 999, SUB + 999), "namespace id 1000");
+    assert_eq!(host("new"), (SUB + 6, SUB + 6), "chown 7 = namespace id 7");
+    assert!(
+        !base.join("upper/rootf").exists(),
+        "a refused chown copied up"
+    );
+    assert_eq!(owners(&lower.root.join("five")), (SUB + 4, SUB + 4));
 }

@@ -4,6 +4,7 @@
 
 mod common;
 use common::*;
+use std::process::Command;
 
 #[test]
 fn topmost_layer_wins_and_directories_merge() {
@@ -382,4 +383,48 @@ fn redirects_in_lower_layers_are_followed() {
         assert_eq!(read(c.u("moved/sub/g")), "g+");
         assert_eq!(read(c.p("moved/sub/g")), "g+");
     });
+}
+
+/// Lookups the daemon answered for names in directory `dir` of the mount, from its debug log.
+fn lookups_in(log: &str, names: &[String]) -> usize {
+    log.lines()
+        .filter(|l| l.contains("] lookup "))
+        .filter(|l| names.iter().any(|n| l.ends_with(&format!(" {n:?}"))))
+        .count()
+}
+
+/// `ls -l` asks for a directory's ACL and then stats every entry it lists: its listing comes
+/// with attributes (READDIRPLUS), so the kernel asks for no entry again. (`find`, which needs
+/// names and types only, still gets plain listings: see fuse/ `readdirplus`.)
+#[test]
+fn ls_l_gets_attributes_with_the_listing() {
+    let names: Vec<String> = (0..60).map(|i| format!("entry{i:02}")).collect();
+    let n2 = names.clone();
+    let mut m = Builder::new(1)
+        .lower(0, move |l| {
+            for n in &n2 {
+                l.file(&format!("d/{n}"), "x");
+            }
+        })
+        .log()
+        .env("RUST_LOG", "strata=debug")
+        .mount();
+    let p = m.mnt.clone();
+    let out = run_cmd(Command::new("ls").arg("-l").arg(p.join("d")), CMD_TIMEOUT);
+    assert!(out.ok(), "{}", out.describe());
+    assert_eq!(
+        out.stdout.lines().filter(|l| l.contains("entry")).count(),
+        60
+    );
+    m.unmount();
+    let log = m.read_log();
+    assert_eq!(
+        lookups_in(&log, &names),
+        0,
+        "ls -l looked its entries up one by one:\n{log}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("] readdirplus ")),
+        "no READDIRPLUS at all:\n{log}"
+    );
 }

@@ -4,6 +4,7 @@ mod cli;
 mod container;
 mod daemon;
 mod fuse;
+mod image;
 mod inode;
 mod launcher;
 mod state;
@@ -45,6 +46,9 @@ enum Cmd {
     /// Manage volumes: named directories that outlive every mount.
     #[command(subcommand)]
     Volume(VolumeCmd),
+    /// Manage images: import them into the shared layer store, list, inspect, tag, remove.
+    #[command(subcommand)]
+    Image(ImageCmd),
     /// Run a command in a new container whose root is a union over ROOTFS-DIR.
     Run(cli::container::RunArgs),
     /// Run a command in a running container.
@@ -101,6 +105,60 @@ enum Cmd {
         force: bool,
         #[arg(required = true)]
         containers: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImageCmd {
+    /// Import an image: an OCI layout DIR[:REF], a docker-archive, a rootfs tar (plain, gzip,
+    /// zstd) or a rootfs directory. Prints the image id.
+    Import {
+        source: String,
+        /// NAME[:TAG] (default tag: latest); a docker-archive keeps its own tags without one.
+        name: Option<String>,
+    },
+    /// List images.
+    #[command(alias = "list")]
+    Ls {
+        /// Only image ids.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show images as JSON: id, tags, config, layers, size.
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Show an image's history, newest first.
+    History {
+        name: String,
+        /// Do not cut the CREATED BY column.
+        #[arg(long)]
+        no_trunc: bool,
+        /// Only image ids.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Mount an image's layers read-only at DIR (every write fails with EROFS).
+    Mount { name: String, dir: PathBuf },
+    /// Unmount an image mounted with `image mount`.
+    Umount { dir: PathBuf },
+    /// Give an image another name: SOURCE[:TAG] TARGET[:TAG].
+    Tag { src: String, dst: String },
+    /// Untag and remove images; their layers go when no image uses them.
+    #[command(alias = "remove", alias = "rmi")]
+    Rm {
+        /// Remove an image with several tags by its id, untagging it everywhere.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove every image without a tag that no container uses.
+    Prune {
+        /// Accepted for Docker compatibility: strata never prompts.
+        #[arg(short, long)]
+        force: bool,
     },
 }
 
@@ -258,6 +316,25 @@ fn volume_cmd(root: &state::Root, v: VolumeCmd) -> anyhow::Result<()> {
     }
 }
 
+fn image_cmd(root: &state::Root, c: ImageCmd) -> anyhow::Result<()> {
+    use cli::image;
+    match c {
+        ImageCmd::Import { source, name } => image::import(root, &source, name.as_deref()),
+        ImageCmd::Ls { quiet } => image::ls(root, quiet),
+        ImageCmd::Inspect { names } => image::inspect(root, &names),
+        ImageCmd::History {
+            name,
+            no_trunc,
+            quiet,
+        } => image::history(root, &name, no_trunc, quiet),
+        ImageCmd::Mount { name, dir } => image::mount(root, &name, &dir),
+        ImageCmd::Umount { dir } => image::umount(&dir),
+        ImageCmd::Tag { src, dst } => image::tag(root, &src, &dst),
+        ImageCmd::Rm { force, names } => image::rm(root, &names, force),
+        ImageCmd::Prune { force: _ } => image::prune(root),
+    }
+}
+
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
     let prog = argv
@@ -277,6 +354,7 @@ fn main() {
         "mount"
             | "umount"
             | "volume"
+            | "image"
             | "run"
             | "exec"
             | "ps"
@@ -310,6 +388,7 @@ fn main() {
             Cmd::Mount(a) => mount(a, cli.root),
             Cmd::Umount { mountpoint } => cli::mount::umount(&mountpoint),
             Cmd::Volume(v) => volume_cmd(&root, v),
+            Cmd::Image(c) => image_cmd(&root, c),
             Cmd::Run(a) => match cli::container::run(&root, a) {
                 Ok(code) => std::process::exit(code),
                 Err(e) => {

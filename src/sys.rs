@@ -491,6 +491,14 @@ pub fn is_whiteout_dev(st: &libc::stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == 0
 }
 
+/// May this process write into `p` (access(2) with the effective ids)?
+pub fn access_writable(p: &Path) -> bool {
+    let Ok(c) = CString::new(p.as_os_str().as_bytes()) else {
+        return false;
+    };
+    unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::W_OK, libc::AT_EACCESS) == 0 }
+}
+
 pub fn geteuid() -> u32 {
     unsafe { libc::geteuid() }
 }

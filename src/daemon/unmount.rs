@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -21,19 +22,49 @@ fn running(pid: i32) -> bool {
     }
 }
 
-fn runtime_dir() -> PathBuf {
-    if crate::sys::geteuid() == 0 {
-        PathBuf::from("/run/strata")
-    } else if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR") {
-        PathBuf::from(d).join("strata")
-    } else {
-        PathBuf::from(format!("/tmp/strata-{}", crate::sys::geteuid()))
+/// Where the daemon leaves its pid for `strata umount`: /run/strata for root, the user's runtime
+/// directory otherwise. Root of a user namespace (rootless podman runs its mount program
+/// there) cannot write /run/strata and gets a directory in /tmp named after its id outside.
+/// The first candidate that can be made, is owned by this user and is writable wins; the
+/// daemon and `strata umount` run in the same namespace, so they agree on it.
+fn runtime_dir() -> Option<PathBuf> {
+    let euid = crate::sys::geteuid();
+    let mut candidates = Vec::new();
+    if euid == 0 {
+        candidates.push(PathBuf::from("/run/strata"));
     }
+    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR") {
+        candidates.push(PathBuf::from(d).join("strata"));
+    }
+    match outer_uid(euid) {
+        Some(outer) if outer != euid => {
+            candidates.push(PathBuf::from(format!("/tmp/strata-{euid}-of-{outer}")))
+        }
+        _ => candidates.push(PathBuf::from(format!("/tmp/strata-{euid}"))),
+    }
+    candidates.into_iter().find(|d| {
+        fs::create_dir_all(d).is_ok()
+            && fs::symlink_metadata(d).is_ok_and(|m| m.is_dir() && m.uid() == euid)
+            && crate::sys::access_writable(d)
+    })
+}
+
+/// The id that `uid` of this user namespace has in the initial one, from /proc/self/uid_map.
+fn outer_uid(uid: u32) -> Option<u32> {
+    let map = fs::read_to_string("/proc/self/uid_map").ok()?;
+    map.lines().find_map(|l| {
+        let f: Vec<u64> = l
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        let (inside, outside, count) = (*f.first()?, *f.get(1)?, *f.get(2)?);
+        let uid = u64::from(uid);
+        (inside <= uid && uid < inside + count).then(|| (outside + uid - inside) as u32)
+    })
 }
 
 pub(super) fn pid_file(mountpoint: &Path) -> Option<PathBuf> {
-    let dir = runtime_dir();
-    fs::create_dir_all(&dir).ok()?;
+    let dir = runtime_dir()?;
     let name: String = mountpoint
         .as_os_str()
         .as_bytes()

@@ -53,6 +53,16 @@ struct Backing {
 }
 
 impl StrataFs {
+    /// Thread `pid` stats what it lists: its listings come with attributes (`readdirplus`).
+    fn uses_attributes(&self, pid: u32) {
+        if !self.users.contains(&pid) {
+            if self.users.len() >= USERS_KEPT {
+                self.users.clear();
+            }
+            self.users.insert(pid);
+        }
+    }
+
     pub fn new(tree: Arc<Tree>) -> Self {
         StrataFs {
             tree,
@@ -293,11 +303,8 @@ impl Filesystem for StrataFs {
         log::debug!("lookup {} {:?}", parent.0, name);
         let r = self.tree.lookup(id(parent), name);
         if let Ok((_, st)) = &r {
-            if st.st_mode & libc::S_IFMT != libc::S_IFDIR && !self.users.contains(&req.pid()) {
-                if self.users.len() >= USERS_KEPT {
-                    self.users.clear();
-                }
-                self.users.insert(req.pid());
+            if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+                self.uses_attributes(req.pid());
             }
         }
         self.lookup_entry(reply, id(parent), r);
@@ -758,8 +765,13 @@ impl Filesystem for StrataFs {
         done(reply, fs.setxattr(local, name, value, flags))
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         log::debug!("getxattr {} {:?} {size}", ino.0, name);
+        // `ls -l` asks for a directory's ACL and security label before it lists it, and then
+        // stats every entry: its listing should come with attributes from the first entry.
+        if name.as_bytes().starts_with(b"system.posix_acl_") || name == "security.selinux" {
+            self.uses_attributes(req.pid());
+        }
         let (_, fs, local) = self.tree.route(id(ino));
         match fs.getxattr(local, name) {
             Ok(v) => xattr_reply(reply, size, &v),

@@ -246,9 +246,9 @@ impl Union {
         let mut st = sys::fstat(h.fd.as_raw_fd())?;
         if h.upper {
             st.st_nlink = self.shown_nlink(&st);
-            if self.opts.xattr_permissions {
-                super::xattr::apply_override_fd(h.fd.as_raw_fd(), &mut st);
-            }
+        }
+        if self.opts.xattr_permissions {
+            super::xattr::apply_override_fd(h.fd.as_raw_fd(), &mut st);
         }
         self.opts.show.apply(&mut st, self.mapped_by_mount(h.layer));
         st.st_ino = h.id;

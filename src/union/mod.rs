@@ -672,8 +672,13 @@ impl Union {
             st.st_nlink = self.shown_nlink(st);
         }
         st.st_ino = if id == ROOT_ID { self.root_ino() } else { id };
-        if in_upper && self.opts.xattr_permissions {
-            if let Ok(fd) = self.layer(0).dir(path.parent().unwrap_or(Path::new(""))) {
+        // Unprivileged, owners and special files the filesystem refused are in the override
+        // xattr, in the upper and in lowers alike (a rootless `image import` records them so).
+        if self.opts.xattr_permissions {
+            if let Ok(fd) = self
+                .layer(layer)
+                .dir(path.parent().unwrap_or(Path::new("")))
+            {
                 let name = path.file_name().unwrap_or(OsStr::new(""));
                 xattr::apply_override(fd.as_raw_fd(), name, st);
             }

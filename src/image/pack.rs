@@ -1,0 +1,126 @@
+//! A host directory as a layer tar (for `image import DIR`): owners, modes, times, xattrs as
+//! PAX `SCHILY.xattr.*`, hard links as links to the first name, symlinks, devices and fifos;
+//! symlinks are stored, never followed. Entries are written in name order, so the same tree
+//! always makes the same tar (and so the same diff_id).
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::fs;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use tar::{EntryType, Header};
+
+use crate::sys;
+
+pub fn pack(dir: &Path, w: impl Write) -> Result<()> {
+    let mut b = tar::Builder::new(w);
+    b.mode(tar::HeaderMode::Complete);
+    let mut links = HashMap::new();
+    walk(&mut b, dir, Path::new(""), &mut links)?;
+    b.into_inner().context("finishing the layer tar")?.flush()?;
+    Ok(())
+}
+
+fn walk<W: Write>(
+    b: &mut tar::Builder<W>,
+    root: &Path,
+    rel: &Path,
+    links: &mut HashMap<(u64, u64), std::path::PathBuf>,
+) -> Result<()> {
+    let dir = root.join(rel);
+    let mut names: Vec<_> = fs::read_dir(&dir)
+        .with_context(|| format!("{}", dir.display()))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<std::io::Result<_>>()
+        .with_context(|| format!("{}", dir.display()))?;
+    names.sort();
+    for n in names {
+        let r = rel.join(&n);
+        let p = root.join(&r);
+        let md = fs::symlink_metadata(&p).with_context(|| format!("{}", p.display()))?;
+        let ft = md.file_type();
+        let mut h = Header::new_gnu();
+        h.set_mode(md.mode() & 0o7777);
+        h.set_uid(md.uid() as u64);
+        h.set_gid(md.gid() as u64);
+        h.set_mtime(md.mtime().max(0) as u64);
+        h.set_size(0);
+        let xattrs = xattrs_of(&p)?;
+        if !xattrs.is_empty() {
+            let pax: Vec<(String, &[u8])> = xattrs
+                .iter()
+                .map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.as_slice()))
+                .collect();
+            b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), *v)))?;
+        }
+        let what = || format!("{}", p.display());
+        if !ft.is_dir() && md.nlink() > 1 {
+            let key = (md.dev(), md.ino());
+            if let Some(first) = links.get(&key) {
+                h.set_entry_type(EntryType::Link);
+                b.append_link(&mut h, &r, first).with_context(what)?;
+                continue;
+            }
+            links.insert(key, r.clone());
+        }
+        if ft.is_dir() {
+            h.set_entry_type(EntryType::Directory);
+            b.append_data(&mut h, &r, std::io::empty())
+                .with_context(what)?;
+            walk(b, root, &r, links)?;
+        } else if ft.is_file() {
+            h.set_entry_type(EntryType::Regular);
+            h.set_size(md.len());
+            let f = fs::File::open(&p).with_context(what)?;
+            b.append_data(&mut h, &r, f).with_context(what)?;
+        } else if ft.is_symlink() {
+            h.set_entry_type(EntryType::Symlink);
+            let t = fs::read_link(&p).with_context(what)?;
+            b.append_link(&mut h, &r, t).with_context(what)?;
+        } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
+            h.set_entry_type(if ft.is_char_device() {
+                EntryType::Char
+            } else if ft.is_block_device() {
+                EntryType::Block
+            } else {
+                EntryType::Fifo
+            });
+            let rdev = md.rdev();
+            h.set_device_major(libc::major(rdev))?;
+            h.set_device_minor(libc::minor(rdev))?;
+            b.append_data(&mut h, &r, std::io::empty())
+                .with_context(what)?;
+        } else if ft.is_socket() {
+            // Sockets do not go in image layers (Docker and umoci leave them out too).
+            continue;
+        } else {
+            bail!("{}: unsupported file type", p.display());
+        }
+    }
+    Ok(())
+}
+
+/// A file's xattrs, without the union's private bookkeeping.
+fn xattrs_of(p: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let c = CString::new(p.as_os_str().as_bytes())?;
+    let names = match sys::llistxattr(&c) {
+        Ok(n) => n,
+        Err(libc::EOPNOTSUPP) => return Ok(vec![]),
+        Err(e) => return Err(std::io::Error::from_raw_os_error(e)).context("listxattr"),
+    };
+    let mut out = Vec::new();
+    for n in names {
+        if crate::union::layer::is_private_xattr(&n) {
+            continue;
+        }
+        if let Ok(v) = sys::lgetxattr(&c, &n) {
+            out.push((n.to_string_lossy().into_owned(), v));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
