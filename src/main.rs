@@ -374,7 +374,7 @@ fn main() {
             | ""
     );
     let result = if is_verb {
-        let cli = match Cli::try_parse() {
+        let cli = match Cli::try_parse_from(cli::container::end_flags_at_positional(argv.clone())) {
             Ok(c) => c,
             // Docker's code for a bad `run` command line is 125, as for any failure of its own.
             Err(e) if argv.iter().any(|a| a == "run") && e.use_stderr() => {

@@ -62,10 +62,13 @@ pub struct RunArgs {
     /// Maximum number of processes (-1 or 0: unlimited).
     #[arg(long = "pids-limit", value_name = "N", allow_hyphen_values = true)]
     pub pids_limit: Option<i64>,
-    /// The root filesystem directory (its files stay untouched: writes go to the container's
-    /// own layer).
-    #[arg(value_name = "ROOTFS-DIR")]
-    pub rootfs: PathBuf,
+    /// Overwrite the image's entrypoint ("" clears it).
+    #[arg(long, value_name = "CMD")]
+    pub entrypoint: Option<String>,
+    /// An image from `strata image import`, or a root filesystem directory (its files stay
+    /// untouched: writes go to the container's own layer).
+    #[arg(value_name = "IMAGE|ROOTFS-DIR")]
+    pub image: String,
     /// The command and its arguments.
     #[arg(
         trailing_var_arg = true,
@@ -73,6 +76,61 @@ pub struct RunArgs {
         value_name = "CMD"
     )]
     pub cmd: Vec<String>,
+}
+
+/// Flags of `run` and `exec` that take a value (as a separate argument unless attached).
+const VALUE_FLAGS: &[&str] = &[
+    "--name",
+    "-e",
+    "--env",
+    "-w",
+    "--workdir",
+    "-u",
+    "--user",
+    "--hostname",
+    "--network",
+    "--cap-add",
+    "--cap-drop",
+    "--security-opt",
+    "-m",
+    "--memory",
+    "--cpus",
+    "--pids-limit",
+    "--entrypoint",
+    "--root",
+];
+
+/// Docker stops reading flags at `run`'s IMAGE and `exec`'s CONTAINER: what follows is the
+/// command's (`run IMAGE ls -l`). clap would take a later `-u` as strata's, so a `--` is put
+/// after that first positional argument.
+pub fn end_flags_at_positional(argv: Vec<String>) -> Vec<String> {
+    // The verb is the first argument after the global --root.
+    let verb = match argv.get(1).map(String::as_str) {
+        Some("--root") => 3,
+        Some(r) if r.starts_with("--root=") => 2,
+        _ => 1,
+    };
+    if !matches!(argv.get(verb).map(String::as_str), Some("run" | "exec")) {
+        return argv;
+    }
+    let mut i = verb + 1;
+    while i < argv.len() {
+        let a = argv[i].as_str();
+        if a == "--" {
+            return argv;
+        }
+        if a.starts_with('-') && a.len() > 1 {
+            let takes_value = VALUE_FLAGS.contains(&a);
+            i += if takes_value { 2 } else { 1 };
+            continue;
+        }
+        let mut out = argv;
+        if i + 1 < out.len() && out[i + 1] != "--" {
+            out.insert(i + 1, "--".into());
+        }
+        return out;
+    }
+    argv
 }
 
 fn env(given: &[String]) -> Vec<String> {
@@ -127,7 +185,8 @@ pub fn request(a: RunArgs) -> Result<RunRequest> {
         detach: a.detach,
         name: a.name,
         auto_remove: a.rm,
-        rootfs: a.rootfs,
+        source: a.image,
+        entrypoint: a.entrypoint,
         args: a.cmd,
         env: env(&a.env),
         workdir: a.workdir,
@@ -325,4 +384,38 @@ pub fn each(names: &[String], f: impl Fn(&str) -> Result<()>) -> Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::end_flags_at_positional as end;
+
+    fn v(s: &str) -> Vec<String> {
+        s.split(' ').map(String::from).collect()
+    }
+
+    #[test]
+    fn flags_end_at_the_image_or_container() {
+        assert_eq!(
+            end(v("strata run -u 0 img id -u")),
+            v("strata run -u 0 img -- id -u")
+        );
+        assert_eq!(
+            end(v("strata --root /r run --rm -e A=1 img")),
+            v("strata --root /r run --rm -e A=1 img")
+        );
+        assert_eq!(
+            end(v("strata run --name=x img -- ls")),
+            v("strata run --name=x img -- ls")
+        );
+        assert_eq!(
+            end(v("strata exec -w /t c ls -l")),
+            v("strata exec -w /t c -- ls -l")
+        );
+        assert_eq!(end(v("strata ps -a")), v("strata ps -a"));
+        assert_eq!(
+            end(v("strata volume create run x")),
+            v("strata volume create run x")
+        );
+    }
 }

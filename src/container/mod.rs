@@ -8,4 +8,5 @@ pub mod monitor;
 pub mod mount;
 pub mod records;
 pub mod run;
+pub mod source;
 pub mod verbs;

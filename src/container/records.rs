@@ -20,8 +20,14 @@ use crate::state::Root;
 pub struct Config {
     pub id: String,
     pub name: String,
-    /// The read-only root filesystem directory (the union's lower layer).
-    pub rootfs: PathBuf,
+    /// The image or rootfs directory, as given.
+    pub image: String,
+    /// The image's id (`sha256:<hex>`), when run from an image: the image store keeps an
+    /// image a container uses.
+    #[serde(rename = "ImageID", default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    /// The union's read-only lower layers, top-most first.
+    pub lowers: Vec<PathBuf>,
     pub created: String,
     pub auto_remove: bool,
     pub limits: Limits,
@@ -297,7 +303,9 @@ mod tests {
         let config = Config {
             id: id.clone(),
             name: name_for(&id),
-            rootfs: "/r".into(),
+            image: "/r".into(),
+            image_id: None,
+            lowers: vec!["/r".into()],
             created: now(),
             auto_remove: false,
             limits: Limits::default(),

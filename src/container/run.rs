@@ -7,11 +7,12 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use super::monitor;
 use super::mount::{mount_root, RootMount};
 use super::records::{self, Config, Store};
+use super::source;
 use crate::launcher::cgroups::{self, Cgroup, Limits};
 use crate::launcher::{clone, Failure, Network, Spec};
 use crate::state::Root;
@@ -20,7 +21,9 @@ pub struct RunRequest {
     pub detach: bool,
     pub name: Option<String>,
     pub auto_remove: bool,
-    pub rootfs: PathBuf,
+    /// An image, or a rootfs directory.
+    pub source: String,
+    pub entrypoint: Option<String>,
     pub args: Vec<String>,
     pub env: Vec<String>,
     pub workdir: Option<PathBuf>,
@@ -75,15 +78,19 @@ pub fn run(root: &Root, req: RunRequest) -> Result<Outcome> {
 
 /// Check the request and make the container's record.
 fn create(root: &Root, req: RunRequest) -> Result<(Store, Config)> {
-    let lower = req
-        .rootfs
-        .canonicalize()
-        .ok()
-        .filter(|p| p.is_dir())
-        .with_context(|| format!("rootfs {}: no such directory", req.rootfs.display()))?;
-    if req.args.is_empty() {
+    let src = source::resolve(root, &req.source)?;
+    let args = source::command(&src, req.entrypoint.as_deref(), &req.args);
+    if args.is_empty() {
         bail!("no command specified");
     }
+    let cwd = match req.workdir {
+        Some(w) => w,
+        None if !src.working_dir.is_empty() => PathBuf::from(&src.working_dir),
+        None => PathBuf::from("/"),
+    };
+    let user = req
+        .user
+        .or_else(|| (!src.user.is_empty()).then(|| src.user.clone()));
     let id = records::new_id()?;
     let name = match req.name {
         Some(n) => {
@@ -96,10 +103,10 @@ fn create(root: &Root, req: RunRequest) -> Result<(Store, Config)> {
     let dir = store.container_dir(&id);
     let spec = Spec {
         rootfs: dir.join("merged"),
-        args: req.args,
-        env: req.env,
-        cwd: req.workdir.unwrap_or_else(|| PathBuf::from("/")),
-        user: req.user,
+        args,
+        env: source::environment(&src, &req.env),
+        cwd,
+        user,
         hostname: req.hostname.unwrap_or_else(|| id[..12].to_string()),
         network: req.network,
         chroot: req.chroot,
@@ -112,7 +119,9 @@ fn create(root: &Root, req: RunRequest) -> Result<(Store, Config)> {
     let config = Config {
         id,
         name,
-        rootfs: lower,
+        image: src.image,
+        image_id: src.image_id,
+        lowers: src.lowers,
         created: records::now(),
         auto_remove: req.auto_remove,
         limits: req.limits,
@@ -148,7 +157,7 @@ pub fn launch(
         }
         Err(e)
     };
-    let m = match mount_root(root, &config.rootfs, &dir) {
+    let m = match mount_root(root, &config.lowers, &dir) {
         Ok(m) => m,
         Err(e) => return gone(e),
     };

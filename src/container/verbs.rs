@@ -94,7 +94,7 @@ pub fn ps(root: &Root, all: bool) -> Result<Vec<Row>> {
         .into_iter()
         .map(|(c, s)| Row {
             id: c.id[..12].to_string(),
-            image: c.rootfs.display().to_string(),
+            image: c.image.clone(),
             command: command(&c),
             created: ago(&c.created),
             status: status(&s),
