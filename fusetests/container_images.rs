@@ -52,6 +52,8 @@ fn image(f: &Fx) {
             "/srv",
             "--config.user",
             "1000:1000",
+            "--config.volume",
+            "/vol",
         ],
     );
     let o = f.verb(&[
@@ -101,6 +103,13 @@ fn an_image_runs_with_its_layers_and_config() {
         serde_json::from_str(&f.verb(&["inspect", "writer"]).stdout).unwrap();
     assert!(v[0]["Image"].as_str().unwrap().starts_with("sha256:"));
     assert_eq!(v[0]["Config"]["Image"], "app:1");
+    // The image's VOLUME gets an anonymous volume.
+    let m = &v[0]["Mounts"][0];
+    assert_eq!(
+        (m["Type"].as_str(), m["Destination"].as_str()),
+        (Some("volume"), Some("/vol"))
+    );
+    assert_eq!(m["Name"].as_str().unwrap().len(), 64);
     let lower = v[0]["GraphDriver"]["Data"]["LowerDir"].as_str().unwrap();
     assert_eq!(lower.split(':').count(), 2, "{lower}");
     assert!(lower
@@ -114,7 +123,8 @@ fn an_image_runs_with_its_layers_and_config() {
         "{}",
         o.describe()
     );
-    assert!(f.verb(&["rm", "writer"]).ok());
+    assert!(f.verb(&["rm", "-v", "writer"]).ok());
+    assert_eq!(f.verb(&["volume", "ls", "-q"]).stdout, "");
     assert!(f.verb(&["image", "rm", "app:1"]).ok());
     let o = f.run_raw(&["--rm", "app:1"]);
     assert_eq!(o.status.code(), Some(125));

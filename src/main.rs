@@ -50,7 +50,7 @@ enum Cmd {
     #[command(subcommand)]
     Image(ImageCmd),
     /// Run a command in a new container whose root is a union over ROOTFS-DIR.
-    Run(cli::container::RunArgs),
+    Run(Box<cli::container::RunArgs>),
     /// Run a command in a running container.
     Exec(cli::container::ExecArgs),
     /// List containers (running ones; all with -a).
@@ -103,6 +103,9 @@ enum Cmd {
         /// Kill a running container first.
         #[arg(short, long)]
         force: bool,
+        /// Remove its anonymous volumes too.
+        #[arg(short, long)]
+        volumes: bool,
         #[arg(required = true)]
         containers: Vec<String>,
     },
@@ -389,7 +392,7 @@ fn main() {
             Cmd::Umount { mountpoint } => cli::mount::umount(&mountpoint),
             Cmd::Volume(v) => volume_cmd(&root, v),
             Cmd::Image(c) => image_cmd(&root, c),
-            Cmd::Run(a) => match cli::container::run(&root, a) {
+            Cmd::Run(a) => match cli::container::run(&root, *a) {
                 Ok(code) => std::process::exit(code),
                 Err(e) => {
                     eprintln!("strata: {}", format!("{e:#}").replace('\n', " "));
@@ -413,9 +416,13 @@ fn main() {
                     cli::container::each(&containers, |c| container::verbs::kill(&root, c, sig))
                 })
             }
-            Cmd::Rm { force, containers } => {
-                cli::container::each(&containers, |c| container::verbs::rm(&root, c, force))
-            }
+            Cmd::Rm {
+                force,
+                volumes,
+                containers,
+            } => cli::container::each(&containers, |c| {
+                container::verbs::rm(&root, c, force, volumes)
+            }),
         }
     } else {
         let c = Compat::parse();

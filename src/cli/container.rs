@@ -62,6 +62,16 @@ pub struct RunArgs {
     /// Maximum number of processes (-1 or 0: unlimited).
     #[arg(long = "pids-limit", value_name = "N", allow_hyphen_values = true)]
     pub pids_limit: Option<i64>,
+    /// A volume at DST: NAME:DST[:ro|:nocopy], DST for an anonymous one, or /HOST:DST[:ro] to
+    /// bind a host directory or file (repeatable).
+    #[arg(short = 'v', long = "volume", value_name = "SPEC")]
+    pub volumes: Vec<String>,
+    /// Docker's long form: type=bind|volume|tmpfs,source=..,target=..[,readonly] (repeatable).
+    #[arg(long = "mount", value_name = "SPEC")]
+    pub mounts: Vec<String>,
+    /// An in-memory directory: DST[:size=..,mode=..] (repeatable).
+    #[arg(long = "tmpfs", value_name = "DST[:OPTS]")]
+    pub tmpfs: Vec<String>,
     /// Overwrite the image's entrypoint ("" clears it).
     #[arg(long, value_name = "CMD")]
     pub entrypoint: Option<String>,
@@ -97,6 +107,10 @@ const VALUE_FLAGS: &[&str] = &[
     "--cpus",
     "--pids-limit",
     "--entrypoint",
+    "-v",
+    "--volume",
+    "--mount",
+    "--tmpfs",
     "--root",
 ];
 
@@ -187,6 +201,9 @@ pub fn request(a: RunArgs) -> Result<RunRequest> {
         auto_remove: a.rm,
         source: a.image,
         entrypoint: a.entrypoint,
+        volumes: a.volumes,
+        mounts: a.mounts,
+        tmpfs: a.tmpfs,
         args: a.cmd,
         env: env(&a.env),
         workdir: a.workdir,

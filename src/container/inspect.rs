@@ -30,7 +30,7 @@ fn cap_names(mask: u64) -> Vec<String> {
         .collect()
 }
 
-pub fn to_json(store: &Store, c: &Config, s: &State) -> Value {
+pub fn to_json(root: &Root, store: &Store, c: &Config, s: &State) -> Value {
     let dir = store.container_dir(&c.id);
     let running = s.status == "running";
     let sp = &c.spec;
@@ -65,7 +65,7 @@ pub fn to_json(store: &Store, c: &Config, s: &State) -> Value {
             },
             "Name": "strata",
         },
-        "Mounts": [],
+        "Mounts": super::grafts::mounts_json(root, &c.grafts),
         "Config": {
             "Hostname": sp.hostname,
             "User": sp.user.clone().unwrap_or_default(),
@@ -99,7 +99,7 @@ pub fn inspect(root: &Root, keys: &[String]) -> Result<(Vec<Value>, Vec<String>)
         match store.find(&lock, k) {
             Ok(c) => {
                 let s = store.live_state(&lock, &c.id)?;
-                found.push(to_json(&store, &c, &s));
+                found.push(to_json(root, &store, &c, &s));
             }
             Err(_) => missing.push(k.clone()),
         }

@@ -3,6 +3,7 @@
 
 pub mod detach;
 pub mod exec;
+pub mod grafts;
 pub mod inspect;
 pub mod monitor;
 pub mod mount;

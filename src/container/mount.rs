@@ -9,6 +9,7 @@ use anyhow::Result;
 
 use crate::daemon;
 use crate::state::Root;
+use crate::volume::spec::Graft;
 
 /// A mounted container root; [`RootMount::unmount`] takes it down.
 pub struct RootMount {
@@ -28,9 +29,14 @@ fn esc(p: &Path) -> String {
 }
 
 /// Mount the union of `lowers` (top-most first) and the container directory's `upper`/`work`
-/// at its `merged/`.
+/// at its `merged/`, with `grafts` (outer ones first) served inside it.
 /// The daemon is forked from this process, which must have no threads yet.
-pub fn mount_root(root: &Root, lowers: &[PathBuf], dir: &Path) -> Result<RootMount> {
+pub fn mount_root(
+    root: &Root,
+    lowers: &[PathBuf],
+    grafts: Vec<Graft>,
+    dir: &Path,
+) -> Result<RootMount> {
     let merged = dir.join("merged");
     daemon::mount(daemon::MountRequest {
         options: vec![format!(
@@ -43,7 +49,7 @@ pub fn mount_root(root: &Root, lowers: &[PathBuf], dir: &Path) -> Result<RootMou
         mountpoint: merged.clone(),
         foreground: false,
         log: None,
-        grafts: Vec::new(),
+        grafts,
         root: Some(root.path.clone()),
     })?;
     Ok(RootMount { merged })

@@ -28,6 +28,12 @@ pub struct Config {
     pub image_id: Option<String>,
     /// The union's read-only lower layers, top-most first.
     pub lowers: Vec<PathBuf>,
+    /// Volumes, binds and tmpfs, as given (anonymous volumes named).
+    #[serde(default)]
+    pub grafts: Vec<super::grafts::GraftSpec>,
+    /// The anonymous volumes' names (`rm -v` and `run --rm` remove them).
+    #[serde(default)]
+    pub anonymous_volumes: Vec<String>,
     pub created: String,
     pub auto_remove: bool,
     pub limits: Limits,
@@ -306,6 +312,8 @@ mod tests {
             image: "/r".into(),
             image_id: None,
             lowers: vec!["/r".into()],
+            grafts: vec![],
+            anonymous_volumes: vec![],
             created: now(),
             auto_remove: false,
             limits: Limits::default(),

@@ -12,7 +12,7 @@ use anyhow::{bail, Result};
 use super::monitor;
 use super::mount::{mount_root, RootMount};
 use super::records::{self, Config, Store};
-use super::source;
+use super::{grafts, source};
 use crate::launcher::cgroups::{self, Cgroup, Limits};
 use crate::launcher::{clone, Failure, Network, Spec};
 use crate::state::Root;
@@ -25,6 +25,9 @@ pub struct RunRequest {
     pub source: String,
     pub entrypoint: Option<String>,
     pub args: Vec<String>,
+    pub volumes: Vec<String>,
+    pub mounts: Vec<String>,
+    pub tmpfs: Vec<String>,
     pub env: Vec<String>,
     pub workdir: Option<PathBuf>,
     pub user: Option<String>,
@@ -91,6 +94,8 @@ fn create(root: &Root, req: RunRequest) -> Result<(Store, Config)> {
     let user = req
         .user
         .or_else(|| (!src.user.is_empty()).then(|| src.user.clone()));
+    let (graft_specs, anonymous) =
+        grafts::prepare(&req.volumes, &req.mounts, &req.tmpfs, &src.volumes)?;
     let id = records::new_id()?;
     let name = match req.name {
         Some(n) => {
@@ -122,6 +127,8 @@ fn create(root: &Root, req: RunRequest) -> Result<(Store, Config)> {
         image: src.image,
         image_id: src.image_id,
         lowers: src.lowers,
+        grafts: graft_specs,
+        anonymous_volumes: anonymous,
         created: records::now(),
         auto_remove: req.auto_remove,
         limits: req.limits,
@@ -157,7 +164,11 @@ pub fn launch(
         }
         Err(e)
     };
-    let m = match mount_root(root, &config.lowers, &dir) {
+    let served = match grafts::grafts(&config.grafts) {
+        Ok(g) => g,
+        Err(e) => return gone(e),
+    };
+    let m = match mount_root(root, &config.lowers, served, &dir) {
         Ok(m) => m,
         Err(e) => return gone(e),
     };
@@ -173,6 +184,11 @@ pub fn launch(
     let remove = config.auto_remove || (fresh && failed);
     let oom = cg.oom_kills() > 0;
     teardown(store, id, &m, Some(&cg), remove);
+    if remove {
+        for e in grafts::remove_anonymous(root, &config.anonymous_volumes) {
+            eprintln!("strata: {e}");
+        }
+    }
     if let (
         Some(n),
         Ok(Outcome {

@@ -21,6 +21,8 @@ pub struct Source {
     pub env: Vec<String>,
     pub working_dir: String,
     pub user: String,
+    /// The image's VOLUMEs.
+    pub volumes: Vec<String>,
 }
 
 /// A directory that exists is a rootfs; anything else names an image. A path (it starts
@@ -49,6 +51,7 @@ pub fn resolve(root: &Root, given: &str) -> Result<Source> {
         env: i.config.env,
         working_dir: i.config.working_dir,
         user: i.config.user,
+        volumes: i.config.volumes,
     })
 }
 

@@ -193,7 +193,7 @@ fn clean_leftovers(store: &Store, c: &Config) -> Result<()> {
 
 /// Remove a container and its writable layer; a running one only with `force` (killed first).
 /// What a killed monitor left (the mount, the cgroup) goes too.
-pub fn rm(root: &Root, key: &str, force: bool) -> Result<()> {
+pub fn rm(root: &Root, key: &str, force: bool, volumes: bool) -> Result<()> {
     let store = Store::new(root);
     let (c, s) = {
         let lock = store.lock()?;
@@ -219,7 +219,13 @@ pub fn rm(root: &Root, key: &str, force: bool) -> Result<()> {
         return Ok(());
     }
     clean_leftovers(&store, &c)?;
-    store.remove(&c.id)
+    store.remove(&c.id)?;
+    if volumes {
+        if let Some(e) = super::grafts::remove_anonymous(root, &c.anonymous_volumes).first() {
+            bail!("{e}");
+        }
+    }
+    Ok(())
 }
 
 /// `start`: run a stopped container again, on the same writable layer. Detached unless
