@@ -59,7 +59,16 @@ fn volumes_binds_and_tmpfs_in_a_container() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     top.sort();
-    assert_eq!(top, ["data", "run", "scratch", "var"]);
+    assert_eq!(top, ["data", "etc", "run", "scratch", "var"]);
+    // etc holds only the empty mount points of the generated files the rootfs lacks.
+    for e in fs::read_dir(upper.join("etc")).unwrap().flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        assert!(
+            ["hostname", "hosts", "resolv.conf"].contains(&n.as_str()),
+            "{n}"
+        );
+        assert_eq!(e.metadata().unwrap().len(), 0, "{n}");
+    }
     assert_eq!(fs::read_dir(upper.join("run")).unwrap().count(), 0);
     assert_token_nowhere(&f.base, token);
     let v: serde_json::Value = serde_json::from_str(&f.verb(&["inspect", "vols"]).stdout).unwrap();

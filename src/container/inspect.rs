@@ -33,6 +33,14 @@ fn cap_names(mask: u64) -> Vec<String> {
 pub fn to_json(root: &Root, store: &Store, c: &Config, s: &State) -> Value {
     let dir = store.container_dir(&c.id);
     let running = s.status == "running";
+    // The generated /etc files are not the user's mounts (Docker lists them apart, as paths).
+    let generated = dir.display().to_string();
+    let own_grafts: Vec<_> = c
+        .grafts
+        .iter()
+        .filter(|g| !g.spec.starts_with(&generated))
+        .cloned()
+        .collect();
     let sp = &c.spec;
     json!({
         "Id": c.id,
@@ -65,7 +73,10 @@ pub fn to_json(root: &Root, store: &Store, c: &Config, s: &State) -> Value {
             },
             "Name": "strata",
         },
-        "Mounts": super::grafts::mounts_json(root, &c.grafts),
+        "Mounts": super::grafts::mounts_json(root, &own_grafts),
+        "HostnamePath": dir.join("hostname"),
+        "HostsPath": dir.join("hosts"),
+        "ResolvConfPath": dir.join("resolv.conf"),
         "Config": {
             "Hostname": sp.hostname,
             "User": sp.user.clone().unwrap_or_default(),

@@ -2,6 +2,7 @@
 //! a container's process and waits for it (`run`). The kernel side is src/launcher/.
 
 pub mod detach;
+pub mod etc;
 pub mod exec;
 pub mod grafts;
 pub mod inspect;

@@ -12,7 +12,7 @@ use anyhow::{bail, Result};
 use super::monitor;
 use super::mount::{mount_root, RootMount};
 use super::records::{self, Config, Store};
-use super::{grafts, source};
+use super::{etc, grafts, source};
 use crate::launcher::cgroups::{self, Cgroup, Limits};
 use crate::launcher::{clone, Failure, Network, Spec};
 use crate::state::Root;
@@ -94,7 +94,7 @@ fn create(root: &Root, req: RunRequest) -> Result<(Store, Config)> {
     let user = req
         .user
         .or_else(|| (!src.user.is_empty()).then(|| src.user.clone()));
-    let (graft_specs, anonymous) =
+    let (mut graft_specs, anonymous) =
         grafts::prepare(&req.volumes, &req.mounts, &req.tmpfs, &src.volumes)?;
     let id = records::new_id()?;
     let name = match req.name {
@@ -106,6 +106,7 @@ fn create(root: &Root, req: RunRequest) -> Result<(Store, Config)> {
     };
     let store = Store::new(root);
     let dir = store.container_dir(&id);
+    graft_specs.extend(etc::grafts(&dir, &graft_specs)?);
     let spec = Spec {
         rootfs: dir.join("merged"),
         args,
@@ -135,6 +136,10 @@ fn create(root: &Root, req: RunRequest) -> Result<(Store, Config)> {
         spec,
     };
     store.create(&config)?;
+    if let Err(e) = etc::write(&dir, &config.spec.hostname, config.spec.network) {
+        let _ = store.remove(&config.id);
+        return Err(e);
+    }
     Ok((store, config))
 }
 
