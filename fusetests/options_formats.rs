@@ -478,3 +478,51 @@ fn a_mount_refused_by_fusermount_leaves_no_volume() {
     assert_eq!(volume_dirs(&m.root), BTreeSet::new());
     assert_snapshot_unchanged(&before, &m.u(""), "the upper");
 }
+
+/// `passthrough=off` keeps every read in the daemon; by default, as root on a kernel with FUSE
+/// passthrough, an open file's reads go straight to its layer file and never reach the daemon.
+#[test]
+fn passthrough_off_serves_every_read_from_the_daemon() {
+    assert!(is_root(), "FUSE passthrough needs root");
+    let reads_of = |opt: Option<&str>| -> (usize, String) {
+        let mut b = Builder::new(1)
+            .lower(0, |l| {
+                l.file("data", "some lower data\n");
+            })
+            .log()
+            .env("RUST_LOG", "strata=debug");
+        if let Some(o) = opt {
+            b = b.opt(o);
+        }
+        let mut m = b.mount();
+        m.run(|c| {
+            assert_eq!(read(c.p("data")), "some lower data\n");
+        });
+        m.unmount();
+        let log = m.read_log();
+        let n = log.lines().filter(|l| l.contains("] read ")).count();
+        (n, log)
+    };
+    let (on, log_on) = reads_of(None);
+    assert!(
+        log_on.contains("kernel FUSE passthrough: on"),
+        "this kernel gives no FUSE passthrough:\n{log_on}"
+    );
+    assert_eq!(
+        on, 0,
+        "reads reached the daemon with passthrough:\n{log_on}"
+    );
+    let (off, log_off) = reads_of(Some("passthrough=off"));
+    assert!(
+        log_off.contains("kernel FUSE passthrough: off"),
+        "{log_off}"
+    );
+    assert!(
+        off >= 1,
+        "no read reached the daemon with passthrough=off:\n{log_off}"
+    );
+    let mut m = Builder::new(1).opt("passthrough=maybe").prepare();
+    let out = m.try_mount_now();
+    assert!(!out.ok(), "passthrough=maybe was accepted");
+    assert!(out.stderr.contains("passthrough"), "{}", out.describe());
+}

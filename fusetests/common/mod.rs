@@ -1411,6 +1411,28 @@ impl Builder {
         self
     }
 
+    /// Put the upper and work directories on a tmpfs of `size` bytes of their own (BASE/small,
+    /// unmounted with the fixture), to fill it up.
+    pub fn upper_on_small_tmpfs(mut self, size: u64) -> Self {
+        let fs_dir = self.base.join("small");
+        fs::create_dir(&fs_dir).unwrap();
+        let out = run_cmd(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o"])
+                .arg(format!("size={size},mode=0755"))
+                .arg("tmpfs")
+                .arg(&fs_dir),
+            CMD_TIMEOUT,
+        );
+        assert!(out.ok(), "mount tmpfs: {}", out.describe());
+        let (upper, work) = (fs_dir.join("upper"), fs_dir.join("work"));
+        fs::create_dir(&upper).unwrap();
+        fs::create_dir(&work).unwrap();
+        self.upper = Some(upper);
+        self.work = Some(work);
+        self
+    }
+
     /// Mount without upperdir/workdir: a read-only mount.
     pub fn read_only(mut self) -> Self {
         self.upper = None;

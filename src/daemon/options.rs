@@ -43,6 +43,9 @@ pub struct MountOptions {
     /// Threads serving requests: threaded=0 is one, max_threads=N at most N.
     pub threaded: Option<bool>,
     pub max_threads: Option<usize>,
+    /// `passthrough=off`: every read and write goes through the daemon, even where the kernel
+    /// could hand a file's I/O to its backing file (FUSE passthrough, root only).
+    pub no_passthrough: bool,
 }
 
 /// Split on unescaped `sep`, removing the escaping backslashes.
@@ -217,6 +220,9 @@ pub fn parse(opts: &[String]) -> Result<MountOptions> {
                     if val.is_some_and(|v| !v.is_empty()) {
                         bail!("option plugins= is not supported: strata has no layer plugins");
                     }
+                }
+                "passthrough" => {
+                    m.no_passthrough = one_of(key, &need(val)?, &["on", "off"])? == "off"
                 }
                 "userxattr" => m.userxattr = true,
                 "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" | "atime" | "noatime"

@@ -171,7 +171,7 @@ pub(super) fn serve(layout: &Layout, source: Option<&str>, notify: Option<&Owned
             }
         };
     let tree = Arc::new(tree);
-    let fsys = StrataFs::new(tree.clone());
+    let fsys = StrataFs::new(tree.clone(), !o.no_passthrough);
     let session = match fuser::Session::from_fd(fsys, dev, config.acl, config) {
         Ok(s) => s,
         Err(e) => {

@@ -34,6 +34,8 @@ pub struct StrataFs {
     /// The kernel took FUSE_PASSTHROUGH at init: regular files are served by the kernel from
     /// their backing file in the layer, without a round trip through the daemon per read/write.
     passthrough: bool,
+    /// The mount allows passthrough (not `passthrough=off`).
+    allow_passthrough: bool,
     /// One backing file per node, as the kernel requires, shared by that node's open handles.
     backing: std::sync::Mutex<std::collections::HashMap<u64, Backing>>,
     /// Threads seen looking up files (not directories): they use what they list, so their
@@ -63,9 +65,11 @@ impl StrataFs {
         }
     }
 
-    pub fn new(tree: Arc<Tree>) -> Self {
+    /// `passthrough`: use FUSE passthrough where the kernel offers it (`passthrough=off`: never).
+    pub fn new(tree: Arc<Tree>, passthrough: bool) -> Self {
         StrataFs {
             tree,
+            allow_passthrough: passthrough,
             passthrough: false,
             backing: Default::default(),
             users: Default::default(),
@@ -259,7 +263,8 @@ impl Filesystem for StrataFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Passthrough needs the kernel's support and CAP_SYS_ADMIN (to register backing files);
         // stack depth 1 lets layers on a plain filesystem back the files.
-        if crate::sys::geteuid() == 0
+        if self.allow_passthrough
+            && crate::sys::geteuid() == 0
             && config
                 .add_capabilities(fuser::InitFlags::FUSE_PASSTHROUGH)
                 .is_ok()

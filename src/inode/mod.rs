@@ -58,6 +58,27 @@ fn db_options(write_buffer: usize) -> rocksdb::Options {
     opts
 }
 
+/// A RocksDB error as an io::Error that keeps the errno of a full or over-quota filesystem (RocksDB
+/// reports them as text), so that the caller's request fails with ENOSPC or EDQUOT, not EIO.
+fn db_error(e: rocksdb::Error) -> std::io::Error {
+    let msg = e.into_string();
+    for (text, errno) in [
+        ("No space left on device", libc::ENOSPC),
+        ("Disk quota exceeded", libc::EDQUOT),
+        ("Read-only file system", libc::EROFS),
+    ] {
+        if msg.contains(text) {
+            return std::io::Error::from_raw_os_error(errno);
+        }
+    }
+    std::io::Error::other(msg)
+}
+
+/// The errno for a request that failed on the table: the filesystem's own where it gave one.
+pub fn errno(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}
+
 /// What the table knows of one upper inode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Record {
@@ -170,7 +191,7 @@ impl InodeTable {
         }
         let _one = self.making.lock().unwrap();
         if self.db.get().is_none() {
-            let db = open_db(dir, 4 << 20).map_err(std::io::Error::other)?;
+            let db = open_db(dir, 4 << 20).map_err(db_error)?;
             let _ = self.db.set(db);
         }
         Ok(self.db.get())
@@ -232,7 +253,7 @@ impl InodeTable {
             let mut wo = rocksdb::WriteOptions::default();
             wo.set_sync(durable);
             db.put_opt(key(upper_ino), rec.encode(), &wo)
-                .map_err(std::io::Error::other)?;
+                .map_err(db_error)?;
         }
         self.map.insert(upper_ino, rec);
         Ok(())

@@ -243,7 +243,7 @@ impl Union {
             let durable = b.kind != libc::S_IFDIR && (!b.numbered || linked);
             self.inodes
                 .put(b.upper_ino, rec, durable)
-                .map_err(|_| libc::EIO)?;
+                .map_err(|e| crate::inode::errno(&e))?;
             if linked {
                 self.index_add(work, &b.tmp, id)?;
             }

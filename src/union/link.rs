@@ -119,7 +119,9 @@ impl Union {
                 // Every lower name is in the upper now: the index link has done its work, and
                 // the upper reads as plain hard links, under kernel overlayfs too.
                 rec.links = (linked < lower).then_some((lower, linked));
-                self.inodes.put(ino, rec, true).map_err(|_| libc::EIO)?;
+                self.inodes
+                    .put(ino, rec, true)
+                    .map_err(|e| crate::inode::errno(&e))?;
                 if rec.links.is_none() {
                     sys::unlinkat(idx, &iname, false)?;
                 }

@@ -75,7 +75,7 @@ impl Union {
                     let links = rec.and_then(|r| r.links);
                     self.inodes
                         .put(st.st_ino, crate::inode::Record { ino, links }, false)
-                        .map_err(|_| libc::EIO)?;
+                        .map_err(|e| crate::inode::errno(&e))?;
                     fixed += 1;
                 }
             }
