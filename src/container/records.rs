@@ -183,6 +183,18 @@ impl Store {
     pub fn remove(&self, id: &str) -> Result<()> {
         let _l = self.lock()?;
         let dir = self.container_dir(id);
+        // Never through a live mount: removing the tree would go down into the union and its
+        // grafts (a bound host directory among them) and delete what they hold.
+        let canon = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+        if let Some((p, _)) = crate::daemon::mount_points()
+            .into_iter()
+            .find(|(p, _)| p.starts_with(&canon))
+        {
+            bail!(
+                "{} is still mounted; not removing the container",
+                p.display()
+            );
+        }
         // Renamed first, so a crash halfway leaves no record that looks whole.
         let gone = self.dir.join(format!(".gone-{id}"));
         fs::rename(&dir, &gone).with_context(|| format!("remove {}", dir.display()))?;

@@ -175,6 +175,7 @@ fn clean_leftovers(store: &Store, c: &Config) -> Result<()> {
         }
     }
     let merged = dir.join("merged");
+    let merged = merged.canonicalize().unwrap_or(merged);
     let mounted = crate::daemon::mount_points()
         .iter()
         .any(|(p, _)| *p == merged);
