@@ -467,3 +467,24 @@ fn inspect_shows_dockers_fields() {
     let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn logs_tail_and_follow() {
+    let f = fx();
+    let (_, _) = detached(
+        &f,
+        &["--name", "talk"],
+        &["sh", "-c", "echo 1; echo 2; echo 3; sleep 1; echo done"],
+    );
+    assert!(wait_until(Duration::from_secs(10), || {
+        f.verb(&["logs", "talk"]).stdout == "1\n2\n3\n"
+    }));
+    assert_eq!(f.verb(&["logs", "--tail", "1", "talk"]).stdout, "3\n");
+    assert_eq!(f.verb(&["logs", "-n", "all", "talk"]).stdout, "1\n2\n3\n");
+    // -f prints what was there and what comes, and returns when the container exits.
+    let o = f.verb(&["logs", "-f", "talk"]);
+    assert_eq!(o.stdout, "1\n2\n3\ndone\n", "{}", o.describe());
+    assert_eq!(f.state_of(&f.only_id()).unwrap()["status"], "exited");
+    let o = f.verb(&["logs", "--tail", "x", "talk"]);
+    assert_eq!(o.status.code(), Some(1), "{}", o.describe());
+}

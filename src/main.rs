@@ -63,7 +63,15 @@ enum Cmd {
         quiet: bool,
     },
     /// Print a container's log (the output of a container run with -d).
-    Logs { container: String },
+    Logs {
+        /// Go on printing what the container writes until it exits.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines ("all": everything).
+        #[arg(short = 'n', long, value_name = "N")]
+        tail: Option<String>,
+        container: String,
+    },
     /// Stop running containers: SIGTERM, then SIGKILL after a grace period.
     Stop {
         /// Seconds to wait before killing.
@@ -404,7 +412,11 @@ fn main() {
                 Err(e) => Err(e),
             },
             Cmd::Ps { all, quiet } => cli::container::ps(&root, all, quiet),
-            Cmd::Logs { container } => cli::container::logs(&root, &container),
+            Cmd::Logs {
+                follow,
+                tail,
+                container,
+            } => cli::container::logs(&root, &container, follow, tail.as_deref()),
             Cmd::Stop { time, containers } => {
                 cli::container::each(&containers, |c| container::verbs::stop(&root, c, time))
             }

@@ -327,11 +327,25 @@ fn columns<const N: usize>(table: &[[String; N]]) -> String {
 }
 
 /// `strata logs C`: what the container wrote.
-pub fn logs(root: &Root, container: &str) -> Result<()> {
+/// `strata logs [-f] [--tail N] C`: what the container wrote (the last N lines), and with -f
+/// what it goes on writing until it exits.
+pub fn logs(root: &Root, container: &str, follow: bool, tail: Option<&str>) -> Result<()> {
+    use std::io::Write;
+    let n = match tail {
+        None | Some("all") => None,
+        Some(t) => Some(
+            t.parse::<usize>()
+                .map_err(|_| anyhow::anyhow!("invalid value for --tail: {t:?}"))?,
+        ),
+    };
     let p = verbs::log_path(root, container)?;
     let data = std::fs::read(&p).unwrap_or_default();
-    use std::io::Write;
-    std::io::stdout().write_all(&data)?;
+    let shown = n.map_or(&data[..], |n| verbs::tail(&data, n));
+    let mut out = std::io::stdout();
+    out.write_all(shown)?;
+    if follow {
+        verbs::follow(root, container, data.len() as u64, &mut out)?;
+    }
     Ok(())
 }
 

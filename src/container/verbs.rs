@@ -112,6 +112,46 @@ pub fn log_path(root: &Root, key: &str) -> Result<std::path::PathBuf> {
     Ok(store.container_dir(&c.id).join("log"))
 }
 
+/// The last `n` lines of `data` (all of it when there are fewer).
+pub fn tail(data: &[u8], n: usize) -> &[u8] {
+    let body = data.strip_suffix(b"\n").unwrap_or(data);
+    let mut start = body.len();
+    for _ in 0..n {
+        match body[..start].iter().rposition(|b| *b == b'\n') {
+            Some(i) => start = i,
+            None => return data,
+        }
+    }
+    &data[start + 1..]
+}
+
+/// `logs -f`: write what the log gains to `out` until the container's monitor is gone.
+pub fn follow(root: &Root, key: &str, from: u64, out: &mut dyn std::io::Write) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let store = Store::new(root);
+    let id = {
+        let lock = store.lock()?;
+        store.find(&lock, key)?.id
+    };
+    let mut f = std::fs::File::open(store.container_dir(&id).join("log"))?;
+    f.seek(SeekFrom::Start(from))?;
+    let mut buf = Vec::new();
+    loop {
+        let done = match store.state(&id) {
+            Ok(s) => !alive(s.monitor_pid, s.monitor_start),
+            Err(_) => true,
+        };
+        buf.clear();
+        f.read_to_end(&mut buf)?;
+        out.write_all(&buf)?;
+        out.flush()?;
+        if done {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Wait until the container's monitor is gone (it has recorded the end and unmounted).
 fn wait_monitor(store: &Store, id: &str, timeout: Duration) -> bool {
     let t = Instant::now();
@@ -327,5 +367,15 @@ mod tests {
         assert_eq!(human(42.0), "42 seconds");
         assert_eq!(human(61.0), "About a minute");
         assert_eq!(human(3.0 * 3600.0), "3 hours");
+    }
+
+    #[test]
+    fn tail_takes_the_last_lines() {
+        use super::tail;
+        assert_eq!(tail(b"a\nb\nc\n", 2), b"b\nc\n");
+        assert_eq!(tail(b"a\nb\nc", 1), b"c");
+        assert_eq!(tail(b"a\nb\n", 5), b"a\nb\n");
+        assert_eq!(tail(b"a\nb\n", 0), b"");
+        assert_eq!(tail(b"", 3), b"");
     }
 }
