@@ -488,3 +488,42 @@ fn logs_tail_and_follow() {
     let o = f.verb(&["logs", "--tail", "x", "talk"]);
     assert_eq!(o.status.code(), Some(1), "{}", o.describe());
 }
+
+#[test]
+fn create_then_start_and_restart() {
+    let f = fx();
+    let r = f.rootfs.to_str().unwrap();
+    let o = f.verb(&[
+        "create",
+        "--name",
+        "later",
+        r,
+        "sh",
+        "-c",
+        "echo x >> /tmp/n; wc -l < /tmp/n; sleep 30",
+    ]);
+    assert!(o.ok(), "{}", o.describe());
+    let id = o.stdout.trim().to_string();
+    assert_eq!(id.len(), 64);
+    assert_eq!(f.state_of(&id).unwrap()["status"], "created");
+    assert!(table(&f.verb(&["ps", "-a"]).stdout)[1][4] == "Created");
+    assert_eq!(
+        mounts_under(&f.base),
+        vec![],
+        "nothing mounted before start"
+    );
+    assert_eq!(f.verb(&["start", "later"]).stdout, "later\n");
+    assert_eq!(f.state_of(&id).unwrap()["status"], "running");
+    let pid = f.state_of(&id).unwrap()["pid"].as_i64().unwrap() as i32;
+    let o = f.verb(&["restart", "-t", "0", "later"]);
+    assert_eq!(o.stdout, "later\n", "{}", o.describe());
+    assert!(!proc_alive(pid));
+    let st = f.state_of(&id).unwrap();
+    assert_eq!(st["status"], "running");
+    assert!(wait_until(Duration::from_secs(10), || f
+        .verb(&["logs", "later"])
+        .stdout
+        == "1\n2\n"));
+    assert!(f.verb(&["rm", "-f", "later"]).ok());
+    f.assert_nothing_left();
+}

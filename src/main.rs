@@ -51,6 +51,16 @@ enum Cmd {
     Image(ImageCmd),
     /// Run a command in a new container whose root is a union over ROOTFS-DIR.
     Run(Box<cli::container::RunArgs>),
+    /// Create a container (the flags of run) without starting it; prints its id.
+    Create(Box<cli::container::RunArgs>),
+    /// Stop and start containers again.
+    Restart {
+        /// Seconds to wait before killing.
+        #[arg(short = 't', long = "time", default_value_t = 10)]
+        time: u64,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
     /// Run a command in a running container.
     Exec(cli::container::ExecArgs),
     /// List containers (running ones; all with -a).
@@ -368,6 +378,8 @@ fn main() {
             | "image"
             | "run"
             | "exec"
+            | "create"
+            | "restart"
             | "ps"
             | "logs"
             | "stop"
@@ -388,7 +400,7 @@ fn main() {
         let cli = match Cli::try_parse_from(cli::container::end_flags_at_positional(argv.clone())) {
             Ok(c) => c,
             // Docker's code for a bad `run` command line is 125, as for any failure of its own.
-            Err(e) if argv.iter().any(|a| a == "run") && e.use_stderr() => {
+            Err(e) if argv.iter().any(|a| a == "run" || a == "create") && e.use_stderr() => {
                 let _ = e.print();
                 std::process::exit(125);
             }
@@ -407,6 +419,23 @@ fn main() {
                     std::process::exit(125);
                 }
             },
+            Cmd::Create(a) => match cli::container::create(&root, *a) {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    eprintln!("strata: {}", format!("{e:#}").replace('\n', " "));
+                    std::process::exit(125);
+                }
+            },
+            Cmd::Restart { time, containers } => cli::container::each(&containers, |c| {
+                container::verbs::stop(&root, c, time)?;
+                match container::verbs::start(&root, c, false)? {
+                    Some(o) => match o.error {
+                        Some(e) => anyhow::bail!("{e}"),
+                        None => Ok(()),
+                    },
+                    None => Ok(()),
+                }
+            }),
             Cmd::Exec(a) => match cli::container::exec(&root, a) {
                 Ok(code) => std::process::exit(code),
                 Err(e) => Err(e),

@@ -124,7 +124,10 @@ pub fn end_flags_at_positional(argv: Vec<String>) -> Vec<String> {
         Some(r) if r.starts_with("--root=") => 2,
         _ => 1,
     };
-    if !matches!(argv.get(verb).map(String::as_str), Some("run" | "exec")) {
+    if !matches!(
+        argv.get(verb).map(String::as_str),
+        Some("run" | "create" | "exec")
+    ) {
         return argv;
     }
     let mut i = verb + 1;
@@ -232,6 +235,12 @@ pub fn run(root: &Root, a: RunArgs) -> Result<i32> {
         println!("{id}");
     }
     Ok(o.code)
+}
+
+/// `strata create`: the flags of `run`; prints the new container's id.
+pub fn create(root: &Root, a: RunArgs) -> Result<()> {
+    println!("{}", run::create_only(root, request(a)?)?);
+    Ok(())
 }
 
 #[derive(Args, Debug)]

@@ -79,6 +79,11 @@ pub fn run(root: &Root, req: RunRequest) -> Result<Outcome> {
     launch(root, &store, &config, true, None)
 }
 
+/// `create`: the container's record and directory, ready for `start`. Its id.
+pub fn create_only(root: &Root, req: RunRequest) -> Result<String> {
+    Ok(create(root, req)?.1.id)
+}
+
 /// Check the request and make the container's record.
 fn create(root: &Root, req: RunRequest) -> Result<(Store, Config)> {
     let src = source::resolve(root, &req.source)?;
