@@ -1,5 +1,6 @@
-//! Container verbs and bad input: `run -d`, `ps`, `logs`, `stop`, `rm`, a monitor killed
-//! with -9, and bad command lines (one line, Docker's exit code, nothing left behind).
+//! Container verbs and bad input: `run -d`, `ps`, `logs`, `stop`, `rm`, `start`, `kill`,
+//! `wait`, `inspect`, `create`, `restart`, a monitor killed with -9, and bad command lines
+//! (one line, Docker's exit code, nothing left behind).
 
 mod common;
 #[path = "containers/fixture.rs"]
@@ -7,7 +8,6 @@ mod fixture;
 use common::*;
 use fixture::*;
 
-use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
@@ -68,47 +68,6 @@ fn bad_input_is_one_line_and_leaves_nothing() {
         )
     );
     assert_eq!(f.ids(), [id]);
-}
-
-/// `run -d`: the id, printed at once, and the container running behind it.
-fn detached(f: &Fx, flags: &[&str], cmd: &[&str]) -> (String, i32) {
-    let mut a = vec!["-d"];
-    a.extend_from_slice(flags);
-    let t = std::time::Instant::now();
-    let o = f.run(&a, cmd);
-    assert!(o.ok(), "{}", o.describe());
-    assert!(t.elapsed() < Duration::from_secs(20));
-    let id = o.stdout.trim().to_string();
-    assert!(
-        id.len() == 64 && id.chars().all(|c| c.is_ascii_hexdigit()),
-        "{}",
-        o.describe()
-    );
-    let st = f.state_of(&id).unwrap();
-    assert_eq!(st["status"], "running", "{st}");
-    (id, st["pid"].as_i64().unwrap() as i32)
-}
-
-fn proc_alive(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            let state = s[s.rfind(')').unwrap() + 2..].chars().next().unwrap();
-            state != 'Z' && state != 'X'
-        })
-        .unwrap_or(false)
-}
-
-/// `ps` output as (header, rows of columns split on runs of 3+ spaces).
-fn table(out: &str) -> Vec<Vec<String>> {
-    out.lines()
-        .map(|l| {
-            l.split("   ")
-                .map(str::trim)
-                .filter(|c| !c.is_empty())
-                .map(String::from)
-                .collect()
-        })
-        .collect()
 }
 
 #[test]
@@ -268,94 +227,6 @@ fn a_monitor_killed_with_9_leaves_an_exited_container_that_rm_removes() {
             .join(&id);
         assert!(!d.exists(), "{} left", d.display());
     }
-}
-
-#[test]
-fn exec_runs_in_the_containers_namespaces_root_and_cgroups() {
-    let f = fx();
-    let (id, pid1) = detached(
-        &f,
-        &["--name", "box", "-e", "FROM_RUN=1"],
-        &["sh", "-c", "echo from-run > /tmp/f; sleep 30"],
-    );
-    let script = "echo $$; hostname; cat /tmp/f; echo $FROM_RUN $X; \
-                  for n in pid net mnt uts ipc cgroup; do \
-                    [ $(readlink /proc/self/ns/$n) = $(readlink /proc/1/ns/$n) ] && echo $n; \
-                  done; grep CapEff /proc/self/status; echo from-exec > /tmp/g; exit 4";
-    let o = f.verb(&["exec", "-e", "X=2", "box", "sh", "-c", script]);
-    assert_eq!(o.status.code(), Some(4), "{}", o.describe());
-    let l: Vec<&str> = o.stdout.lines().collect();
-    assert_ne!(l[0], "1");
-    assert_eq!(
-        l[1..],
-        [
-            &id[..12],
-            "from-run",
-            "1 2",
-            "pid",
-            "net",
-            "mnt",
-            "uts",
-            "ipc",
-            "cgroup",
-            &format!("CapEff:\t{DOCKER_CAPS}"),
-        ]
-    );
-    // The same root: what exec wrote is in the container's upper.
-    let upper = f.containers().join(&id).join("upper");
-    assert_eq!(read(upper.join("tmp/g")), "from-exec\n");
-    // In the container's cgroups: at the root of its cgroup namespace, which is the
-    // container's cgroup (a process outside it would show a path with "..").
-    let o = f.verb(&["exec", "box", "cat", "/proc/self/cgroup"]);
-    assert!(o.ok(), "{}", o.describe());
-    for ctrl in ["memory", "cpu", "pids"] {
-        assert!(
-            o.stdout.lines().any(|l| l.ends_with(&format!(":{ctrl}:/"))),
-            "{ctrl}: {}",
-            o.stdout
-        );
-    }
-    let o = f.verb(&[
-        "exec",
-        "-u",
-        "1000:1000",
-        "-w",
-        "/tmp",
-        "box",
-        "sh",
-        "-c",
-        "id -u; pwd",
-    ]);
-    assert_eq!(o.stdout, "1000\n/tmp\n", "{}", o.describe());
-    let o = f.verb(&["exec", "box", "nope"]);
-    assert_eq!(o.status.code(), Some(127), "{}", o.describe());
-    assert_eq!(
-        o.stderr,
-        "strata: exec: \"nope\": executable file not found in $PATH\n"
-    );
-    assert!(proc_alive(pid1), "the container goes on");
-    unsafe { libc::kill(pid1, libc::SIGKILL) };
-    assert!(wait_until(Duration::from_secs(10), || f
-        .state_of(&id)
-        .unwrap()["status"]
-        == "exited"));
-    let o = f.verb(&["exec", "box", "true"]);
-    assert_eq!(o.status.code(), Some(1), "{}", o.describe());
-    assert_eq!(o.stderr, format!("strata: Container {id} is not running\n"));
-}
-
-#[test]
-fn exec_enters_a_chroot_containers_root() {
-    let f = fx();
-    let (_, pid1) = detached(&f, &["--name", "ch", "--chroot"], &["sleep", "30"]);
-    let o = f.verb(&["exec", "ch", "ls", "/"]);
-    assert!(o.ok(), "{}", o.describe());
-    assert!(
-        o.stdout.lines().any(|l| l == "strata-rootfs-marker"),
-        "{}",
-        o.stdout
-    );
-    unsafe { libc::kill(pid1, libc::SIGKILL) };
 }
 
 #[test]
