@@ -101,8 +101,17 @@ fn user_runs_as_that_uid_and_gid_without_capabilities() {
 #[test]
 fn workdir_and_environment() {
     let f = fx();
+    let envf = f.base.join("env.list");
+    fs::write(&envf, "# comment\n\nA=from-file\nB=two words\n").unwrap();
     let out = f.sh(
-        &["-w", "/srv/app", "-e", "A=1", "-e", "B=two words"],
+        &[
+            "-w",
+            "/srv/app",
+            "--env-file",
+            envf.to_str().unwrap(),
+            "-e",
+            "A=1",
+        ],
         "pwd; env | sort",
     );
     let l = lines(&out);

@@ -26,6 +26,9 @@ pub struct RunArgs {
     /// Set an environment variable: KEY=VALUE, or KEY to pass the caller's (repeatable).
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+    /// Read environment variables from a file: KEY=VALUE or KEY lines, # comments (repeatable).
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
     /// Working directory inside the container (made if missing).
     #[arg(short = 'w', long = "workdir", value_name = "DIR")]
     pub workdir: Option<PathBuf>,
@@ -107,6 +110,7 @@ const VALUE_FLAGS: &[&str] = &[
     "--cpus",
     "--pids-limit",
     "--entrypoint",
+    "--env-file",
     "-v",
     "--volume",
     "--mount",
@@ -148,6 +152,30 @@ pub fn end_flags_at_positional(argv: Vec<String>) -> Vec<String> {
         return out;
     }
     argv
+}
+
+/// Docker's --env-file: one KEY=VALUE (or KEY, taken from the caller) a line; blank lines and
+/// lines starting with # are skipped; values are taken as they are, quotes included.
+fn env_files(files: &[PathBuf]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for f in files {
+        let text =
+            std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("open {}: {e}", f.display()))?;
+        for l in text.lines() {
+            let l = l.trim_start();
+            if l.is_empty() || l.starts_with('#') {
+                continue;
+            }
+            if l.split('=')
+                .next()
+                .is_some_and(|k| k.contains(char::is_whitespace))
+            {
+                bail!("{}: variable '{l}' contains whitespaces", f.display());
+            }
+            out.push(l.to_string());
+        }
+    }
+    Ok(out)
 }
 
 fn env(given: &[String]) -> Vec<String> {
@@ -208,7 +236,8 @@ pub fn request(a: RunArgs) -> Result<RunRequest> {
         mounts: a.mounts,
         tmpfs: a.tmpfs,
         args: a.cmd,
-        env: env(&a.env),
+        // The files first: -e wins over them, as with Docker.
+        env: env(&[env_files(&a.env_file)?, a.env].concat()),
         workdir: a.workdir,
         user: a.user,
         hostname: a.hostname,

@@ -80,7 +80,12 @@ pub fn environment(s: &Source, given: &[String]) -> Vec<String> {
         .filter(|e| !given.iter().any(|g| key(g) == key(e)))
         .cloned()
         .collect();
-    env.extend(given.iter().cloned());
+    // A key given twice (an --env-file, then -e): the later one.
+    for (i, g) in given.iter().enumerate() {
+        if !given[i + 1..].iter().any(|later| key(later) == key(g)) {
+            env.push(g.clone());
+        }
+    }
     env
 }
 
@@ -107,6 +112,10 @@ mod tests {
         assert_eq!(
             environment(&s, &v(&["A=cli", "B=1"])),
             v(&["PATH=/bin", "A=cli", "B=1"])
+        );
+        assert_eq!(
+            environment(&s, &v(&["B=file", "C=3", "B=cli"])),
+            v(&["PATH=/bin", "A=image", "C=3", "B=cli"])
         );
     }
 }
