@@ -4,7 +4,9 @@
 mod common;
 use common::*;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 
 #[test]
@@ -477,6 +479,63 @@ fn an_unlinked_open_file_stays_readable() {
             names(c.p(""))
         );
     });
+}
+
+/// What stress-ng's copy-file, fallocate and fsize stressors do: change a file through its fd
+/// after its last name is gone (ftruncate, fchmod, fchown, futimens, fallocate), for a new file
+/// and for a lower one opened for writing (so copied up at its open).
+#[test]
+fn an_unlinked_open_file_can_be_truncated_chmoded_chowned_and_touched() {
+    let m = Builder::new(1)
+        .lower(0, |l| {
+            l.file("lower", "lower data");
+        })
+        .mount();
+    m.run(|c| {
+        write(c.p("new"), "new data");
+        for name in ["new", "lower"] {
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(c.p(name))
+                .unwrap();
+            rm(c.p(name));
+            f.set_len(3)
+                .unwrap_or_else(|e| panic!("ftruncate of unlinked {name}: {e}"));
+            assert_eq!(f.metadata().unwrap().len(), 3, "{name}");
+            f.set_len(1 << 20).unwrap();
+            assert_eq!(f.metadata().unwrap().len(), 1 << 20, "{name}");
+            let r = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, 2 << 20) };
+            assert_eq!(
+                r,
+                0,
+                "fallocate of unlinked {name}: {}",
+                io::Error::last_os_error()
+            );
+            assert_eq!(f.metadata().unwrap().len(), 2 << 20, "{name}");
+            f.set_permissions(fs::Permissions::from_mode(0o640))
+                .unwrap_or_else(|e| panic!("fchmod of unlinked {name}: {e}"));
+            assert_eq!(f.metadata().unwrap().mode() & 0o7777, 0o640, "{name}");
+            let r = unsafe { libc::fchown(f.as_raw_fd(), 1234, 5678) };
+            assert_eq!(
+                r,
+                0,
+                "fchown of unlinked {name}: {}",
+                io::Error::last_os_error()
+            );
+            let md = f.metadata().unwrap();
+            assert_eq!((md.uid(), md.gid()), (1234, 5678), "{name}");
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+            f.set_modified(t)
+                .unwrap_or_else(|e| panic!("futimens of unlinked {name}: {e}"));
+            assert_eq!(f.metadata().unwrap().mtime(), 1_000_000_000, "{name}");
+            let mut head = [0u8; 3];
+            f.read_exact_at(&mut head, 0).unwrap();
+            assert_eq!(&head, if name == "new" { b"new" } else { b"low" });
+        }
+        assert!(names(c.p("")).is_empty(), "{:?}", names(c.p("")));
+    });
+    assert_eq!(read(m.l(0, "lower")), "lower data", "the lower changed");
 }
 
 /// A file capability (`cap_net_raw+ep`), as `setcap` writes it.

@@ -157,6 +157,7 @@ fn rootfs_tars_and_directories_import_as_one_layer() {
         let r = fx.base().join("rootfs");
         fs::create_dir(&r).unwrap();
         fx.populate(&r);
+        chmod(&r, 0o750).unwrap();
         fx.tool(
             "tar",
             &[
@@ -186,6 +187,11 @@ fn rootfs_tars_and_directories_import_as_one_layer() {
             let layers = i["RootFS"]["Layers"].as_array().unwrap().clone();
             assert_eq!(layers.len(), 1);
             let l = fx.layer(layers[0].as_str().unwrap());
+            assert_eq!(
+                lstat(&l).mode() & 0o7777,
+                0o750,
+                "{name}: the root keeps its mode"
+            );
             let motd = lstat(l.join("etc/motd"));
             assert_eq!(
                 (motd.uid(), motd.gid(), motd.mode() & 0o7777),
@@ -211,6 +217,25 @@ fn rootfs_tars_and_directories_import_as_one_layer() {
             h.lines().nth(1).unwrap().contains("strata image import"),
             "{h}"
         );
+        // An opaque marker stays the file it is, and the union reads it over the base.
+        let op = fx.base().join("op");
+        Layer::new(&op)
+            .file("keep/.wh..wh..opq", "")
+            .file("keep/new", "n\n");
+        fx.tool("tar", &["-C", "op", "-cf", "op.tar", "."]);
+        fx.import(&["op.tar", "op"]);
+        let layer_of = |n: &str| {
+            fx.inspect(n)["RootFS"]["Layers"][0]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let (top, base) = (fx.layer(&layer_of("op")), fx.layer(&layer_of("r:tar")));
+        assert_eq!(kind(&lstat(top.join("keep/.wh..wh..opq"))), 'f');
+        let mut fx = fx;
+        let mnt = fx.mount_layers(vec![top, base]);
+        assert_eq!(names(mnt.join("keep")), set(&["new"]));
+        assert_eq!(read(mnt.join("etc/motd")), "hello\n");
     });
 }
 
@@ -338,5 +363,94 @@ fn a_killed_import_leaves_no_layer_or_image_behind() {
         fx.import(&["rootfs", "small"]);
         assert!(fx.tmp_left().is_empty(), "{:?}", fx.tmp_left());
         assert_eq!(fx.layer_dirs().len(), 1);
+    });
+}
+
+#[test]
+fn a_docker_archive_of_several_images_is_picked_from_by_name() {
+    timed("docker-archive of two images", || {
+        let fx = Fx::new();
+        fx.umoci_images();
+        fx.tool(
+            "skopeo",
+            &["copy", "oci:oci:base", "docker-archive:base.tar:base:v1"],
+        );
+        fx.tool(
+            "skopeo",
+            &["copy", "oci:oci:app", "docker-archive:app.tar:app:v1"],
+        );
+        // One archive holding both, as `docker save base:v1 app:v1` writes it.
+        let mut manifest = Vec::new();
+        let mut out = tar::Builder::new(fs::File::create(fx.base().join("both.tar")).unwrap());
+        let mut seen = std::collections::BTreeSet::new();
+        for a in ["base.tar", "app.tar"] {
+            let mut ar = tar::Archive::new(fs::File::open(fx.base().join(a)).unwrap());
+            for e in ar.entries().unwrap() {
+                let mut e = e.unwrap();
+                let p = e.path().unwrap().into_owned();
+                if p == std::path::Path::new("manifest.json") {
+                    let v: serde_json::Value = serde_json::from_reader(&mut e).unwrap();
+                    manifest.extend(v.as_array().unwrap().iter().cloned());
+                } else if p != std::path::Path::new("repositories") && seen.insert(p.clone()) {
+                    let mut h = e.header().clone();
+                    out.append_data(&mut h, &p, &mut e).unwrap();
+                }
+            }
+        }
+        let m = serde_json::to_vec(&manifest).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(m.len() as u64);
+        h.set_mode(0o644);
+        out.append_data(&mut h, "manifest.json", &m[..]).unwrap();
+        out.into_inner().unwrap();
+        let e = fx.fails(&["image", "import", "both.tar"]);
+        assert!(e.contains("holds 2 images") && e.contains("app:v1"), "{e}");
+        let e = fx.fails(&["image", "import", "both.tar", "nosuch:v1"]);
+        assert!(e.contains("holds no image nosuch:v1"), "{e}");
+        let app = fx.import(&["both.tar", "app:v1"]);
+        assert_eq!(fx.layer_dirs().len(), 2);
+        let base = fx.import(&["both.tar", "base:v1"]);
+        assert_ne!(app, base);
+        assert_eq!(
+            fx.layer_dirs().len(),
+            2,
+            "base's only layer was there already"
+        );
+        assert_eq!(
+            fx.inspect("base:v1")["RootFS"]["Layers"],
+            serde_json::json!(diff_ids(&fx.oci_config("base")))
+        );
+    });
+}
+
+#[test]
+fn concurrent_imports_of_one_image_store_its_layers_once() {
+    timed("concurrent imports", || {
+        let fx = Fx::new();
+        fx.umoci_images();
+        let spawn = |name: &str| {
+            std::process::Command::new(strata_bin())
+                .args(["image", "import", "oci:app", name])
+                .env("STRATA_ROOT", fx.root())
+                .current_dir(fx.base())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let children: Vec<_> = (0..4).map(|i| spawn(&format!("app:{i}"))).collect();
+        let ids: Vec<String> = children
+            .into_iter()
+            .map(|c| {
+                let o = c.wait_with_output().unwrap();
+                assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+                String::from_utf8(o.stdout).unwrap()
+            })
+            .collect();
+        assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
+        assert_eq!(fx.layer_dirs().len(), 2);
+        assert!(fx.tmp_left().is_empty(), "{:?}", fx.tmp_left());
+        let t = fx.ok(&["image", "ls"]);
+        assert_eq!(t.lines().count(), 5, "every tag is kept:\n{t}");
     });
 }

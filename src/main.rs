@@ -144,6 +144,15 @@ enum ImageCmd {
         /// Only image ids.
         #[arg(short, long)]
         quiet: bool,
+        /// Full image ids.
+        #[arg(long)]
+        no_trunc: bool,
+        /// Accepted for Docker compatibility: strata keeps no intermediate images.
+        #[arg(short, long)]
+        all: bool,
+        /// dangling=true|false, reference=PATTERN (repeatable: all must match).
+        #[arg(short, long = "filter", value_name = "FILTER")]
+        filters: Vec<String>,
     },
     /// Show images as JSON: id, tags, config, layers, size.
     Inspect {
@@ -341,7 +350,12 @@ fn image_cmd(root: &state::Root, c: ImageCmd) -> anyhow::Result<()> {
     use cli::image;
     match c {
         ImageCmd::Import { source, name } => image::import(root, &source, name.as_deref()),
-        ImageCmd::Ls { quiet } => image::ls(root, quiet),
+        ImageCmd::Ls {
+            quiet,
+            no_trunc,
+            all: _,
+            filters,
+        } => image::ls(root, quiet, no_trunc, &filters),
         ImageCmd::Inspect { names } => image::inspect(root, &names),
         ImageCmd::History {
             name,

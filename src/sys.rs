@@ -365,6 +365,18 @@ pub fn pwrite(fd: RawFd, buf: &[u8], off: u64) -> Res<usize> {
     check_ssize(unsafe { libc::pwrite(fd, buf.as_ptr() as *const _, buf.len(), off as i64) })
 }
 
+pub fn fchown(fd: RawFd, uid: u32, gid: u32) -> Res<()> {
+    check(unsafe { libc::fchown(fd, uid, gid) }).map(|_| ())
+}
+
+pub fn fchmod(fd: RawFd, mode: u32) -> Res<()> {
+    check(unsafe { libc::fchmod(fd, mode) }).map(|_| ())
+}
+
+pub fn futimens(fd: RawFd, times: &[libc::timespec; 2]) -> Res<()> {
+    check(unsafe { libc::futimens(fd, times.as_ptr()) }).map(|_| ())
+}
+
 pub fn ftruncate(fd: RawFd, size: u64) -> Res<()> {
     check(unsafe { libc::ftruncate(fd, size as i64) }).map(drop)
 }

@@ -49,6 +49,20 @@ fn ls_inspect_history_and_tag_print_dockers_formats() {
         assert!(row[4].ends_with("MB"), "{ls}");
         let ids = fx.ok(&["image", "ls", "-q"]);
         assert_eq!(ids.lines().count(), 2, "{ids}");
+        let full = fx.ok(&[
+            "image",
+            "ls",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            "reference=busy*",
+        ]);
+        assert_eq!(full, format!("{base}\n"));
+        let t = rows(&fx.ok(&["image", "ls", "--filter", "reference=app:*"]));
+        assert_eq!(t.len(), 2, "{t:?}");
+        assert_eq!(t[1][0], "app");
+        let e = fx.fails(&["image", "ls", "--filter", "size=3"]);
+        assert!(e.contains("unknown filter"), "{e}");
         // inspect: Docker's fields, several names at once, a missing one reported.
         let v: serde_json::Value =
             serde_json::from_str(&fx.ok(&["image", "inspect", "busybox:1", "app"])).unwrap();
@@ -150,6 +164,8 @@ fn prune_removes_untagged_images_but_not_one_a_container_uses() {
         let id = fx.import(&["oci:base"]);
         let t = rows(&fx.ok(&["image", "ls"]));
         assert_eq!(t[1][..3], ["<none>", "<none>", short(&id).as_str()]);
+        let dangling = fx.ok(&["image", "ls", "-q", "--filter", "dangling=true"]);
+        assert_eq!(dangling, format!("{}\n", short(&id)));
         // A container record naming the image keeps it.
         let c = fx.root().join("containers/c1");
         fs::create_dir_all(&c).unwrap();
@@ -304,5 +320,33 @@ fn image_mount_is_the_read_only_union_of_its_layers() {
         let e = fx.fails(&["image", "mount", "nosuch", "mnt"]);
         assert_eq!(e, "strata: No such image: nosuch");
         assert!(!fuse_mounted(&mnt));
+    });
+}
+
+#[test]
+fn a_container_run_from_an_images_layer_keeps_the_image() {
+    timed("container keeps image", || {
+        let fx = Fx::new();
+        fx.umoci_images();
+        let id = fx.import(&["oci:base", "bb"]);
+        let lower = fx.inspect("bb")["GraphDriver"]["Data"]["LowerDir"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let out = fx.ok(&["run", "--name", "c1", &lower, "/bin/busybox", "echo", "hi"]);
+        assert_eq!(out, "hi\n");
+        let cid = fx.ok(&["ps", "-a", "-q"]).trim().to_string();
+        let e = fx.fails(&["image", "rm", "bb"]);
+        assert!(
+            e.contains(&format!("container {} is using", &cid[..12])),
+            "{e}"
+        );
+        assert_eq!(fx.ok(&["image", "rm", "-f", "bb"]), "Untagged: bb:latest\n");
+        assert_eq!(fx.ok(&["image", "prune"]), "Total reclaimed space: 0B\n");
+        assert_eq!(fx.layer_dirs().len(), 1, "the container's layer stays");
+        fx.ok(&["rm", "c1"]);
+        let out = fx.ok(&["image", "prune"]);
+        assert!(out.contains(&format!("deleted: {id}")), "{out}");
+        assert!(fx.layer_dirs().is_empty());
     });
 }

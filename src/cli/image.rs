@@ -15,14 +15,36 @@ pub fn import(root: &Root, source: &str, name: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-pub fn ls(root: &Root, quiet: bool) -> Result<()> {
-    let rows = ops::ls(root)?;
+/// `--filter` values: dangling=true|false, reference=PATTERN.
+fn parse_filter(f: &str) -> Result<ops::Filter> {
+    match f.split_once('=') {
+        Some(("dangling", "true" | "1")) => Ok(ops::Filter::Dangling(true)),
+        Some(("dangling", "false" | "0")) => Ok(ops::Filter::Dangling(false)),
+        Some(("dangling", _)) => bail!("filter {f:?}: dangling takes true or false"),
+        Some(("reference", p)) => Ok(ops::Filter::Reference(p.to_string())),
+        _ => bail!("filter {f:?}: unknown filter (dangling, reference)"),
+    }
+}
+
+pub fn ls(root: &Root, quiet: bool, no_trunc: bool, filters: &[String]) -> Result<()> {
+    let filters = filters
+        .iter()
+        .map(|f| parse_filter(f))
+        .collect::<Result<Vec<_>>>()?;
+    let rows = ops::ls(root, &filters)?;
+    let id = |i: &str| {
+        if no_trunc {
+            i.to_string()
+        } else {
+            ops::short(i)
+        }
+    };
     let mut out = std::io::stdout().lock();
     if quiet {
         let mut seen = std::collections::BTreeSet::new();
         for r in rows {
             if seen.insert(r.id.clone()) {
-                writeln!(out, "{}", ops::short(&r.id))?;
+                writeln!(out, "{}", id(&r.id))?;
             }
         }
         return Ok(());
@@ -33,7 +55,7 @@ pub fn ls(root: &Root, quiet: bool) -> Result<()> {
         t.push(vec![
             r.repo,
             r.tag,
-            ops::short(&r.id),
+            id(&r.id),
             ago(now, r.created),
             human_size(r.size, 3),
         ]);

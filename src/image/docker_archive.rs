@@ -48,6 +48,10 @@ pub fn scan(f: &Path) -> Result<Option<Scan>> {
     for e in ar.entries().context("reading the archive")? {
         let mut e = e.context("reading the archive")?;
         let Ok(p) = clean(&e.path()?) else { continue };
+        if !could_be_docker(&p) {
+            // A root filesystem: stop reading it here, it is imported as one.
+            return Ok(None);
+        }
         let top_json = p.components().count() == 1 && p.extension().is_some_and(|x| x == "json");
         let blob = p.starts_with("blobs/sha256") && p.components().count() == 3;
         let kind = e.header().entry_type();
@@ -76,6 +80,28 @@ pub fn scan(f: &Path) -> Result<Option<Scan>> {
         files,
         links,
     }))
+}
+
+/// Can a docker-archive hold this path? Its entries are manifest.json, repositories, configs
+/// (`<hex>.json`), layers (`<hex>.tar`, `<hex>/layer.tar` with VERSION and json beside it) and,
+/// from Docker 25 on, an OCI layout (`oci-layout`, `index.json`, `blobs/sha256/<hex>`).
+fn could_be_docker(p: &Path) -> bool {
+    let mut c = p
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned());
+    let Some(first) = c.next() else {
+        return true;
+    };
+    let id_dir = first.len() == 64 && is_hex(&first);
+    if c.next().is_some() {
+        return id_dir || first == "blobs";
+    }
+    id_dir
+        || first == "blobs"
+        || first == "repositories"
+        || first == "oci-layout"
+        || first.ends_with(".json")
+        || first.ends_with(".tar")
 }
 
 pub fn import(

@@ -162,9 +162,10 @@ pub fn commit(
             .map(|i| new.remove(i));
         let size = match &tmp {
             Some(n) => n.size,
-            None => known
+            // A layer an image has twice (Docker's empty layers), or one already stored.
+            None => recs
                 .iter()
-                .flat_map(|i| i.rec.layers.iter())
+                .chain(known.iter().flat_map(|i| i.rec.layers.iter()))
                 .find(|l| &l.diff_id == d)
                 .map(|l| l.size)
                 .unwrap_or_else(|| tree_size(&store.layer_path(d).unwrap_or_default())),

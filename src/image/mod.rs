@@ -2,17 +2,20 @@
 //! root and shared by every image that uses it, plus the image config kept for `run`.
 //!
 //! - `store`: `layers/sha256/<diff_id>/` and `images/` records, tags, removal, the container hook
-//! - `tar`: unpacking one layer tar safely into a directory; `pack`: a directory as a layer tar
+//! - `tar`: unpacking one layer tar safely into a directory; `pack`: a directory as a layer tar;
+//!   `at`: the fd-relative helpers they share with the store
 //! - `digest`: sha256 while reading, and the compressions a layer may come in
 //! - `config`: the OCI image config (Env, Cmd, Entrypoint, ...) and one made for a plain rootfs
 //! - `oci`, `docker_archive`, `rootfs`: the SOURCE kinds of `image import`; `import` drives them
 //! - `reference`: NAME[:TAG] as Docker's reference grammar has it, and id prefixes
-//! - `ops`: ls, inspect, history, tag, rm and prune, as data the CLI prints
+//! - `ops`: ls, inspect, history, tag, rm and prune, as data the CLI prints; `filter`: ls's filters
 //! - `mount`: `image mount`, the layers as a read-only union through daemon/
 
+pub mod at;
 pub mod config;
 pub mod digest;
 pub mod docker_archive;
+pub mod filter;
 pub mod import;
 pub mod mount;
 pub mod oci;

@@ -57,8 +57,9 @@ pub fn import(
             diff_ids.len()
         );
     }
+    // Each layer not yet stored, once (an image may hold the same layer twice).
     let todo: Vec<usize> = (0..layers.len())
-        .filter(|&i| !store.has_layer(&diff_ids[i]))
+        .filter(|&i| !store.has_layer(&diff_ids[i]) && !diff_ids[..i].contains(&diff_ids[i]))
         .collect();
     let mut kinds = Vec::new();
     for l in layers {

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
 
+pub use super::filter::Filter;
 use super::reference::{is_hex, Ref};
 use super::store::{container_using, Image, Store};
 use crate::state::Root;
@@ -68,7 +69,15 @@ pub struct Row {
     pub size: u64,
 }
 
-pub fn ls(root: &Root) -> Result<Vec<Row>> {
+pub fn ls(root: &Root, filters: &[Filter]) -> Result<Vec<Row>> {
+    let rows = ls_all(root)?;
+    Ok(rows
+        .into_iter()
+        .filter(|r| filters.iter().all(|f| f.keeps(r)))
+        .collect())
+}
+
+fn ls_all(root: &Root) -> Result<Vec<Row>> {
     let s = Store::new(root);
     let _l = s.lock()?;
     let mut images = s.images()?;
@@ -246,6 +255,14 @@ pub fn tag(root: &Root, src: &str, dst: &str) -> Result<()> {
     s.write_tags(&tags)
 }
 
+fn layer_dirs(s: &Store, i: &Image) -> Vec<std::path::PathBuf> {
+    i.rec
+        .layers
+        .iter()
+        .filter_map(|l| s.layer_path(&l.diff_id).ok())
+        .collect()
+}
+
 /// `image rm`: the lines Docker prints (`Untagged: ..`, `Deleted: ..`) for each name done, and
 /// an error line for each refused.
 pub fn rm(root: &Root, names: &[String], force: bool) -> (Vec<String>, Vec<String>) {
@@ -277,7 +294,7 @@ fn rm_one(s: &Store, root: &Root, name: &str, force: bool) -> Result<Vec<String>
             at.display()
         );
     }
-    let user = container_using(&root.path, &id);
+    let user = container_using(&root.path, &id, &layer_dirs(s, i)).map(|c| short(&c));
     let mut tags: BTreeMap<String, String> = s.tags()?;
     let mut out = Vec::new();
     let untag: Vec<String> = match &by_tag {
@@ -334,7 +351,7 @@ pub fn prune(root: &Root) -> Result<(Vec<String>, u64)> {
         .collect();
     let mut out = Vec::new();
     for i in &images {
-        let used = container_using(&root.path, &i.rec.id).is_some()
+        let used = container_using(&root.path, &i.rec.id, &layer_dirs(&s, i)).is_some()
             || super::mount::mounted_at(&i.rec.id).is_some();
         if i.tags.is_empty() && !used {
             s.remove_image(&i.rec.id)?;
@@ -403,6 +420,46 @@ mod tests {
         );
         assert_eq!(parse_rfc3339("2026-11-23T18:23:56+01:00"), Some(1795454636));
         assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+
+    fn image(hex: &str, tags: &[&str]) -> Image {
+        Image {
+            rec: super::super::store::Record {
+                id: format!("sha256:{hex}"),
+                manifest: None,
+                layers: vec![],
+                source: String::new(),
+                imported: 0,
+            },
+            config: b"{}".to_vec(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn names_resolve_as_dockers_do() {
+        let a = "aaaa".repeat(16);
+        let b = format!("aaab{}", "b".repeat(60));
+        let images = [image(&a, &["busybox:latest"]), image(&b, &["aaab:latest"])];
+        let id = |n: &str| resolve(&images, n).map(|(i, t)| (i.rec.id.clone(), t));
+        assert_eq!(
+            id("busybox").unwrap(),
+            (format!("sha256:{a}"), Some("busybox:latest".into()))
+        );
+        assert_eq!(id("aaaa").unwrap().0, format!("sha256:{a}"));
+        assert_eq!(id(&format!("sha256:{b}")).unwrap().0, format!("sha256:{b}"));
+        // A tag wins over an id prefix that reads the same.
+        assert_eq!(id("aaab").unwrap().1, Some("aaab:latest".into()));
+        let e = id("aaa").unwrap_err().to_string();
+        assert!(e.contains("ambiguous"), "{e}");
+        assert_eq!(
+            id("busybox:1").unwrap_err().to_string(),
+            "No such image: busybox:1"
+        );
+        assert_eq!(
+            id("c0ffee").unwrap_err().to_string(),
+            "No such image: c0ffee"
+        );
     }
 
     #[test]

@@ -20,6 +20,12 @@ pub fn pack(dir: &Path, w: impl Write) -> Result<()> {
     let mut b = tar::Builder::new(w);
     b.mode(tar::HeaderMode::Complete);
     let mut links = HashMap::new();
+    // The root directory first, as "./": the layer root keeps its mode, owner and times.
+    let md = fs::symlink_metadata(dir).with_context(|| format!("{}", dir.display()))?;
+    let mut h = header_of(&md);
+    h.set_entry_type(EntryType::Directory);
+    pax_xattrs(&mut b, dir)?;
+    b.append_data(&mut h, ".", std::io::empty())?;
     walk(&mut b, dir, Path::new(""), &mut links)?;
     b.into_inner().context("finishing the layer tar")?.flush()?;
     Ok(())
@@ -43,20 +49,8 @@ fn walk<W: Write>(
         let p = root.join(&r);
         let md = fs::symlink_metadata(&p).with_context(|| format!("{}", p.display()))?;
         let ft = md.file_type();
-        let mut h = Header::new_gnu();
-        h.set_mode(md.mode() & 0o7777);
-        h.set_uid(md.uid() as u64);
-        h.set_gid(md.gid() as u64);
-        h.set_mtime(md.mtime().max(0) as u64);
-        h.set_size(0);
-        let xattrs = xattrs_of(&p)?;
-        if !xattrs.is_empty() {
-            let pax: Vec<(String, &[u8])> = xattrs
-                .iter()
-                .map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.as_slice()))
-                .collect();
-            b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), *v)))?;
-        }
+        let mut h = header_of(&md);
+        pax_xattrs(b, &p)?;
         let what = || format!("{}", p.display());
         if !ft.is_dir() && md.nlink() > 1 {
             let key = (md.dev(), md.ino());
@@ -100,6 +94,31 @@ fn walk<W: Write>(
         } else {
             bail!("{}: unsupported file type", p.display());
         }
+    }
+    Ok(())
+}
+
+/// A header with an entry's owner, mode and mtime (nanoseconds in a PAX record would make
+/// every tar of the same tree differ with the filesystem's time granularity; seconds as ustar).
+fn header_of(md: &fs::Metadata) -> Header {
+    let mut h = Header::new_gnu();
+    h.set_mode(md.mode() & 0o7777);
+    h.set_uid(md.uid() as u64);
+    h.set_gid(md.gid() as u64);
+    h.set_mtime(md.mtime().max(0) as u64);
+    h.set_size(0);
+    h
+}
+
+/// The PAX `SCHILY.xattr.*` records of `p`'s xattrs, before its entry.
+fn pax_xattrs<W: Write>(b: &mut tar::Builder<W>, p: &Path) -> Result<()> {
+    let xattrs = xattrs_of(p)?;
+    if !xattrs.is_empty() {
+        let pax: Vec<(String, &[u8])> = xattrs
+            .iter()
+            .map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.as_slice()))
+            .collect();
+        b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), *v)))?;
     }
     Ok(())
 }

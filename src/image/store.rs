@@ -25,8 +25,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::at::{open_dir_path, remove_all};
 use super::digest::sha256_hex;
-use super::tar::{open_dir_path, remove_all};
 use crate::state::{Locked, Root};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -174,8 +174,14 @@ impl Store {
         let hex = sha256_hex(&rec.id)?;
         let dst = self.images_dir().join(hex);
         fs::create_dir_all(self.images_dir())?;
+        // Under the lock no other commit is under way: any images/tmp-* is a killed one's.
+        for e in fs::read_dir(self.path.join("images"))? {
+            let e = e?;
+            if e.file_name().to_string_lossy().starts_with("tmp-") {
+                fs::remove_dir_all(e.path())?;
+            }
+        }
         let tmp = self.path.join(format!("images/tmp-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&tmp);
         if !dst.exists() {
             fs::create_dir_all(&tmp)?;
             write_synced(&tmp.join("config.json"), config)?;
@@ -311,8 +317,9 @@ impl Store {
 
 /// The container using image `id`, if one does: the id of the first container record
 /// directory `containers/<id>/` whose `config.json` names the image (its `Image` or `ImageID`
-/// field, as `sha256:<hex>`). An image a container uses is not removed.
-pub fn container_using(state_root: &Path, id: &str) -> Option<String> {
+/// field, as `sha256:<hex>`), or whose `rootfs` is one of the image's layer directories
+/// (`layers`: a container run straight from a layer). An image a container uses is not removed.
+pub fn container_using(state_root: &Path, id: &str, layers: &[PathBuf]) -> Option<String> {
     let rd = fs::read_dir(state_root.join("containers")).ok()?;
     let mut names: Vec<_> = rd.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
     names.sort();
@@ -322,7 +329,11 @@ pub fn container_using(state_root: &Path, id: &str) -> Option<String> {
         let names_it = ["Image", "ImageID", "image"]
             .iter()
             .any(|k| v.get(k).and_then(|x| x.as_str()) == Some(id));
-        names_it.then(|| n.to_string_lossy().into_owned())
+        let on_layer = v
+            .get("rootfs")
+            .and_then(|r| r.as_str())
+            .is_some_and(|r| layers.iter().any(|l| Path::new(r).starts_with(l)));
+        (names_it || on_layer).then(|| n.to_string_lossy().into_owned())
     })
 }
 
@@ -358,12 +369,25 @@ mod tests {
     fn a_container_record_naming_the_image_is_found() {
         let d = tempfile::tempdir().unwrap();
         let id = format!("sha256:{}", "b".repeat(64));
-        assert_eq!(container_using(d.path(), &id), None);
+        assert_eq!(container_using(d.path(), &id, &[]), None);
         let c = d.path().join("containers/c1");
         fs::create_dir_all(&c).unwrap();
         fs::write(c.join("config.json"), format!("{{\"Image\":\"{id}\"}}")).unwrap();
         fs::create_dir_all(d.path().join("containers/c0")).unwrap();
-        assert_eq!(container_using(d.path(), &id).as_deref(), Some("c1"));
-        assert_eq!(container_using(d.path(), "sha256:other"), None);
+        assert_eq!(container_using(d.path(), &id, &[]).as_deref(), Some("c1"));
+        assert_eq!(container_using(d.path(), "sha256:other", &[]), None);
+        // A container run straight from one of the image's layer directories.
+        let c2 = d.path().join("containers/c2");
+        fs::create_dir_all(&c2).unwrap();
+        fs::write(
+            c2.join("config.json"),
+            r#"{"rootfs": "/s/layers/sha256/ab"}"#,
+        )
+        .unwrap();
+        let layers = [PathBuf::from("/s/layers/sha256/ab")];
+        assert_eq!(
+            container_using(d.path(), "sha256:other", &layers).as_deref(),
+            Some("c2")
+        );
     }
 }

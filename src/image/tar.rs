@@ -12,15 +12,16 @@ use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use tar::EntryType;
 
+use super::at::{dup, fset, open_dir_path, remove_all};
 use crate::sys;
-use crate::union::xattr::set_override;
+use crate::union::xattr::{set_override, OVERRIDE_XATTR};
 
 /// What an unpacked layer holds.
 #[derive(Debug, Default)]
@@ -47,6 +48,7 @@ type Xattrs = Vec<(OsString, Vec<u8>)>;
 struct Unpacker {
     root: OwnedFd,
     euid: u32,
+    egid: u32,
     /// Directories get their mode and times last, deepest first: entries created inside them
     /// would change their mtime, and a read-only mode would stop them being filled.
     dirs: BTreeMap<PathBuf, Meta>,
@@ -61,6 +63,7 @@ pub fn unpack(r: impl Read, dir: &Path) -> Result<Unpacked> {
     let mut u = Unpacker {
         root,
         euid: sys::geteuid(),
+        egid: unsafe { libc::getegid() },
         dirs: BTreeMap::new(),
         cache: None,
         out: Unpacked::default(),
@@ -76,12 +79,6 @@ pub fn unpack(r: impl Read, dir: &Path) -> Result<Unpacked> {
     }
     u.finish_dirs()?;
     Ok(u.out)
-}
-
-/// Open a host directory (the store's own) to work beneath it.
-pub fn open_dir_path(dir: &Path) -> Result<OwnedFd> {
-    let f = File::open(dir).with_context(|| format!("{}", dir.display()))?;
-    Ok(OwnedFd::from(f))
 }
 
 /// An entry's path made relative to the layer root, refusing one that leaves it.
@@ -146,6 +143,9 @@ impl Unpacker {
             EntryType::Fifo => libc::S_IFIFO,
             other => bail!("unsupported tar entry type {other:?}"),
         };
+        if ifmt == libc::S_IFREG {
+            return self.regular(e, pfd, &name, &rel, &meta, &xattrs);
+        }
         self.clear(pfd, &name, &rel, ifmt == libc::S_IFDIR)?;
         match kind {
             EntryType::Directory => {
@@ -170,14 +170,18 @@ impl Unpacker {
                     .open_existing_dir(tparent)
                     .with_context(|| format!("hard link to {:?}", target))?;
                 let tname = t.file_name().unwrap();
-                sys::linkat(tfd.as_raw_fd(), tname, pfd, &name)
-                    .map_err(errno)
-                    .with_context(|| {
-                        format!(
-                            "hard link to {:?}, which the layer does not hold before it",
-                            target
-                        )
-                    })?;
+                match sys::linkat(tfd.as_raw_fd(), tname, pfd, &name) {
+                    Ok(()) => {}
+                    Err(libc::ENOENT) => {
+                        bail!("hard link to {target:?}, which the layer does not hold before it")
+                    }
+                    Err(libc::EPERM) => {
+                        bail!("hard link to {target:?}: a directory cannot be linked")
+                    }
+                    Err(e) => {
+                        return Err(errno(e)).with_context(|| format!("hard link to {target:?}"))
+                    }
+                }
                 return Ok(());
             }
             EntryType::Symlink => {
@@ -214,19 +218,7 @@ impl Unpacker {
                     Err(e) => return Err(errno(e)).context("mknod"),
                 }
             }
-            _ => {
-                let fd = sys::openat(
-                    pfd,
-                    &name,
-                    libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
-                    0o600,
-                )
-                .map_err(errno)
-                .context("create")?;
-                let mut f = File::from(fd);
-                let n = std::io::copy(e, &mut f).context("writing its data")?;
-                self.out.size += n;
-            }
+            _ => unreachable!("regular files are written by regular()"),
         }
         self.owner_xattrs(pfd, &name, ifmt, &meta, &xattrs)?;
         if ifmt != libc::S_IFLNK {
@@ -238,6 +230,63 @@ impl Unpacker {
             .map_err(errno)
             .context("set times")?;
         Ok(())
+    }
+
+    /// A regular file: created, written and given its owner, xattrs, mode and times through
+    /// its own fd, which spares the path lookups of the other kinds (most entries are files).
+    fn regular<R: Read>(
+        &mut self,
+        e: &mut tar::Entry<R>,
+        pfd: RawFd,
+        name: &OsStr,
+        rel: &Path,
+        m: &Meta,
+        xattrs: &Xattrs,
+    ) -> Result<()> {
+        let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY;
+        let fd = match sys::openat(pfd, name, flags, 0o600) {
+            Err(libc::EEXIST) => {
+                self.clear(pfd, name, rel, false)?;
+                sys::openat(pfd, name, flags, 0o600)
+            }
+            r => r,
+        }
+        .map_err(errno)
+        .context("create")?;
+        let mut f = File::from(fd);
+        self.out.size += std::io::copy(e, &mut f).context("writing its data")?;
+        let fd = f.as_raw_fd();
+        let check = |r: i32, what: &'static str| {
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error()).context(what)
+            }
+        };
+        // chown first: it clears set-id bits and security.capability, which come after it.
+        let chown = self.euid == 0 || m.uid != self.euid || m.gid != self.egid;
+        if chown && unsafe { libc::fchown(fd, m.uid, m.gid) } != 0 {
+            let err = std::io::Error::last_os_error();
+            let refused = matches!(err.raw_os_error(), Some(libc::EPERM | libc::EINVAL));
+            if self.euid == 0 || !refused {
+                return Err(err).context("chown");
+            }
+            let v = format!("{}:{}:0{:o}", m.uid, m.gid, libc::S_IFREG | m.mode);
+            fset(fd, OsStr::new(OVERRIDE_XATTR), v.as_bytes())
+                .map_err(errno)
+                .context("record the owner in user.strata.override_stat")?;
+        }
+        for (k, v) in xattrs {
+            match fset(fd, k, v) {
+                Ok(()) => {}
+                Err(libc::EPERM | libc::EOPNOTSUPP) => self.out.refused_xattrs += 1,
+                Err(e) => {
+                    return Err(errno(e)).with_context(|| format!("xattr {}", k.to_string_lossy()))
+                }
+            }
+        }
+        check(unsafe { libc::fchmod(fd, m.mode) }, "chmod")?;
+        check(unsafe { libc::futimens(fd, m.times.as_ptr()) }, "set times")
     }
 
     /// Owner, mode and times from the header, with PAX records (uid, gid, mtime, atime) winning;
@@ -431,44 +480,27 @@ fn ts(sec: i64, nsec: i64) -> libc::timespec {
     }
 }
 
-/// A PAX time: seconds, optionally with a fraction (`1700000000.5`).
+/// A PAX time: seconds, optionally with a fraction (`1700000000.5`, `-1.5`).
 fn parse_time(v: &str) -> Result<libc::timespec> {
+    let bad = || anyhow!("PAX time {v:?}: not a number");
     let (s, frac) = v.split_once('.').unwrap_or((v, ""));
-    let sec: i64 = s.parse().with_context(|| format!("PAX time {v:?}"))?;
+    let sec: i64 = s.parse().map_err(|_| bad())?;
     let mut digits: String = frac.chars().take(9).collect();
+    if !digits.bytes().all(|c| c.is_ascii_digit()) {
+        return Err(bad());
+    }
     while digits.len() < 9 {
         digits.push('0');
     }
-    let nsec: i64 = digits.parse().with_context(|| format!("PAX time {v:?}"))?;
-    Ok(ts(sec, if sec < 0 && nsec > 0 { -nsec } else { nsec }))
-}
-
-fn dup(fd: RawFd) -> Result<OwnedFd> {
-    let r = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error()).context("dup");
-    }
-    Ok(unsafe { OwnedFd::from_raw_fd(r) })
-}
-
-/// Remove `name` in `dirfd` and everything below it, never following a symlink; directories
-/// an unprivileged import left read-only are made writable first.
-pub fn remove_all(dirfd: RawFd, name: &OsStr) -> Result<()> {
-    let st = match sys::stat_opt(dirfd, name).map_err(errno)? {
-        Some(st) => st,
-        None => return Ok(()),
-    };
-    if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-        let _ = sys::chmodat(dirfd, name, 0o700);
-        let sub = sys::openat(dirfd, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)
-            .map_err(errno)
-            .with_context(|| name.to_string_lossy().into_owned())?;
-        for (n, _, _) in sys::read_dir(sub.as_raw_fd()).map_err(errno)? {
-            remove_all(sub.as_raw_fd(), &n)?;
-        }
-        sys::unlinkat(dirfd, name, true).map_err(errno)?;
+    let nsec: i64 = digits.parse().map_err(|_| bad())?;
+    // A timespec's nanoseconds count forward: -1.5 s is -2 s + 0.5 s.
+    Ok(if s.starts_with('-') && nsec > 0 {
+        ts(sec - 1, 1_000_000_000 - nsec)
     } else {
-        sys::unlinkat(dirfd, name, false).map_err(errno)?;
-    }
-    Ok(())
+        ts(sec, nsec)
+    })
 }
+
+#[cfg(test)]
+#[path = "tar_tests.rs"]
+mod tests;

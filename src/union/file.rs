@@ -255,6 +255,56 @@ impl Union {
         Ok(st)
     }
 
+    /// setattr of an upper file that has no name any more but is open (the handle the kernel
+    /// names, or any of the node's): the change goes to the file through its fd.
+    fn setattr_open_unlinked(&self, id: u64, a: &SetAttr) -> Res<libc::stat> {
+        let fh =
+            a.fh.filter(|fh| self.handle(*fh).is_ok_and(|h| h.id == id))
+                .or_else(|| {
+                    self.files
+                        .iter()
+                        .find(|h| h.id == id && h.upper)
+                        .map(|h| *h.key())
+                })
+                .ok_or(libc::ENOENT)?;
+        let h = self.handle(fh)?;
+        if !h.upper {
+            return Err(libc::ENOENT);
+        }
+        let fd = h.fd.as_raw_fd();
+        if a.uid.is_some() || a.gid.is_some() {
+            sys::fchown(fd, a.uid.unwrap_or(u32::MAX), a.gid.unwrap_or(u32::MAX))?;
+        }
+        if let Some(mode) = a.mode {
+            sys::fchmod(fd, mode & 0o7777)?;
+        }
+        if let Some(size) = a.size {
+            sys::ftruncate(fd, size)?;
+        }
+        if a.size.is_some() || a.uid.is_some() || a.gid.is_some() {
+            // As for a named file: a new owner, or a change by an unprivileged caller, drops
+            // set-user-ID (and set-group-ID with group execute).
+            let st = sys::fstat(fd)?;
+            let privileged = a.caller.as_ref().is_none_or(|c| c.uid == 0);
+            let owner = a.uid.is_some() || a.gid.is_some();
+            let mut keep = st.st_mode & 0o7777;
+            if owner || !privileged {
+                keep &= !libc::S_ISUID;
+                if keep & libc::S_IXGRP != 0 {
+                    keep &= !libc::S_ISGID;
+                }
+            }
+            if keep != st.st_mode & 0o7777 && st.st_mode & libc::S_IFMT == libc::S_IFREG {
+                sys::fchmod(fd, keep)?;
+            }
+        }
+        if a.atime.is_some() || a.mtime.is_some() {
+            sys::futimens(fd, &[timespec(a.atime), timespec(a.mtime)])?;
+        }
+        drop(h);
+        self.fgetattr(fh)
+    }
+
     /// The stat of an unlinked file that is still open somewhere.
     pub(crate) fn open_file_stat(&self, id: u64) -> Res<libc::stat> {
         let fh = self
@@ -358,6 +408,10 @@ impl Union {
             caller: a.caller,
             ..*a
         };
+        // Unlinked, and still open: ftruncate, fchmod, fchown and futimens act on the file.
+        if self.path_of(id) == Err(libc::ENOENT) {
+            return self.setattr_open_unlinked(id, a);
+        }
         self.copy_up_for_write(id, a.size == Some(0))?;
         let _g = self.write_ns();
         self.copy_up(id)?;
