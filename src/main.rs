@@ -50,7 +50,19 @@ enum Cmd {
     #[command(subcommand)]
     Image(ImageCmd),
     /// Run a command in a new container whose root is a union over ROOTFS-DIR.
-    Run(cli::container::RunArgs),
+    Run(Box<cli::container::RunArgs>),
+    /// Create a container (the flags of run) without starting it; prints its id.
+    Create(Box<cli::container::RunArgs>),
+    /// Stop and start containers again.
+    Restart {
+        /// Seconds to wait before killing.
+        #[arg(short = 't', long = "time", default_value_t = 10)]
+        time: u64,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Run a command in a running container.
+    Exec(cli::container::ExecArgs),
     /// List containers (running ones; all with -a).
     Ps {
         /// Show all containers, not only running ones.
@@ -61,7 +73,15 @@ enum Cmd {
         quiet: bool,
     },
     /// Print a container's log (the output of a container run with -d).
-    Logs { container: String },
+    Logs {
+        /// Go on printing what the container writes until it exits.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines ("all": everything).
+        #[arg(short = 'n', long, value_name = "N")]
+        tail: Option<String>,
+        container: String,
+    },
     /// Stop running containers: SIGTERM, then SIGKILL after a grace period.
     Stop {
         /// Seconds to wait before killing.
@@ -70,11 +90,40 @@ enum Cmd {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// Start stopped containers again, on the same writable layer.
+    Start {
+        /// Attach: wait for the command and exit with its code.
+        #[arg(short, long)]
+        attach: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Show containers as Docker's JSON.
+    Inspect {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Wait for containers to exit and print their exit codes.
+    Wait {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Send a signal to containers' main process.
+    Kill {
+        /// The signal (name or number).
+        #[arg(short, long, default_value = "KILL")]
+        signal: String,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
     /// Remove containers and their writable layers.
     Rm {
         /// Kill a running container first.
         #[arg(short, long)]
         force: bool,
+        /// Remove its anonymous volumes too.
+        #[arg(short, long)]
+        volumes: bool,
         #[arg(required = true)]
         containers: Vec<String>,
     },
@@ -349,10 +398,10 @@ fn main() {
         std::process::exit(1);
     }
     let result = if is_verb {
-        let cli = match Cli::try_parse() {
+        let cli = match Cli::try_parse_from(cli::container::end_flags_at_positional(argv.clone())) {
             Ok(c) => c,
             // Docker's code for a bad `run` command line is 125, as for any failure of its own.
-            Err(e) if argv.iter().any(|a| a == "run") && e.use_stderr() => {
+            Err(e) if argv.iter().any(|a| a == "run" || a == "create") && e.use_stderr() => {
                 let _ = e.print();
                 std::process::exit(125);
             }
@@ -364,21 +413,58 @@ fn main() {
             Cmd::Umount { mountpoint } => cli::mount::umount(&mountpoint),
             Cmd::Volume(v) => volume_cmd(&root, v),
             Cmd::Image(c) => image_cmd(&root, c),
-            Cmd::Run(a) => match cli::container::run(&root, a) {
+            Cmd::Run(a) => match cli::container::run(&root, *a) {
                 Ok(code) => std::process::exit(code),
                 Err(e) => {
                     eprintln!("strata: {}", format!("{e:#}").replace('\n', " "));
                     std::process::exit(125);
                 }
             },
+            Cmd::Create(a) => match cli::container::create(&root, *a) {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    eprintln!("strata: {}", format!("{e:#}").replace('\n', " "));
+                    std::process::exit(125);
+                }
+            },
+            Cmd::Restart { time, containers } => cli::container::each(&containers, |c| {
+                container::verbs::stop(&root, c, time)?;
+                match container::verbs::start(&root, c, false)? {
+                    Some(o) => match o.error {
+                        Some(e) => anyhow::bail!("{e}"),
+                        None => Ok(()),
+                    },
+                    None => Ok(()),
+                }
+            }),
+            Cmd::Exec(a) => match cli::container::exec(&root, a) {
+                Ok(code) => std::process::exit(code),
+                Err(e) => Err(e),
+            },
             Cmd::Ps { all, quiet } => cli::container::ps(&root, all, quiet),
-            Cmd::Logs { container } => cli::container::logs(&root, &container),
+            Cmd::Logs {
+                follow,
+                tail,
+                container,
+            } => cli::container::logs(&root, &container, follow, tail.as_deref()),
             Cmd::Stop { time, containers } => {
                 cli::container::each(&containers, |c| container::verbs::stop(&root, c, time))
             }
-            Cmd::Rm { force, containers } => {
-                cli::container::each(&containers, |c| container::verbs::rm(&root, c, force))
+            Cmd::Start { attach, containers } => cli::container::start(&root, attach, &containers),
+            Cmd::Inspect { containers } => cli::container::inspect(&root, &containers),
+            Cmd::Wait { containers } => cli::container::wait(&root, &containers),
+            Cmd::Kill { signal, containers } => {
+                container::verbs::parse_signal(&signal).and_then(|sig| {
+                    cli::container::each(&containers, |c| container::verbs::kill(&root, c, sig))
+                })
             }
+            Cmd::Rm {
+                force,
+                volumes,
+                containers,
+            } => cli::container::each(&containers, |c| {
+                container::verbs::rm(&root, c, force, volumes)
+            }),
         }
     } else {
         let c = Compat::parse();
