@@ -28,6 +28,10 @@ pub struct Config {
     pub image_id: Option<String>,
     /// The union's read-only lower layers, top-most first.
     pub lowers: Vec<PathBuf>,
+    /// The directory, for a container run from a rootfs directory (the image store looks here
+    /// for a container run straight from one of its layer directories).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs: Option<PathBuf>,
     /// Volumes, binds and tmpfs, as given (anonymous volumes named).
     #[serde(default)]
     pub grafts: Vec<super::grafts::GraftSpec>,
@@ -324,6 +328,7 @@ mod tests {
             image: "/r".into(),
             image_id: None,
             lowers: vec!["/r".into()],
+            rootfs: Some("/r".into()),
             grafts: vec![],
             anonymous_volumes: vec![],
             created: now(),

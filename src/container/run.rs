@@ -131,6 +131,7 @@ fn create(root: &Root, req: RunRequest) -> Result<(Store, Config)> {
         id,
         name,
         image: src.image,
+        rootfs: src.image_id.is_none().then(|| src.lowers[0].clone()),
         image_id: src.image_id,
         lowers: src.lowers,
         grafts: graft_specs,
