@@ -386,12 +386,21 @@ fn main() {
     let first = argv.get(1).map(String::as_str).unwrap_or("");
     // A verb (or a global flag) goes to the verbs' parser; anything else is the fuse-overlayfs
     // command line. The verbs are clap's own list, so a new one needs no entry here.
-    let is_verb = first.is_empty()
-        || first.starts_with("--root")
-        || matches!(first, "help" | "--help" | "-h" | "--version" | "-V")
-        || <Cli as clap::CommandFactory>::command()
-            .get_subcommands()
-            .any(|c| c.get_name() == first || c.get_all_aliases().any(|a| a == first));
+    // mount.fuse3 runs `strata SOURCE MOUNTPOINT -o lowerdir=...`: a SOURCE that happens to be
+    // named like a verb (`run`, `ps`) is still a mount.
+    let mount_options = argv
+        .windows(2)
+        .any(|w| w[0] == "-o" && w[1].contains("lowerdir="))
+        || argv.iter().any(|a| {
+            a.starts_with("-olowerdir=") || a.starts_with("-o") && a.contains(",lowerdir=")
+        });
+    let is_verb = (first == "mount" || !mount_options)
+        && (first.is_empty()
+            || first.starts_with("--root")
+            || matches!(first, "help" | "--help" | "-h" | "--version" | "-V")
+            || <Cli as clap::CommandFactory>::command()
+                .get_subcommands()
+                .any(|c| c.get_name() == first || c.get_all_aliases().any(|a| a == first)));
     // Not a verb, and no -o: not a fuse-overlayfs command line either.
     if !is_verb && !argv[1..].iter().any(|a| a.starts_with("-o")) {
         eprintln!("strata: unknown command '{first}' (strata --help lists them)");
