@@ -214,9 +214,13 @@ impl StrataFs {
         }
     }
 
+    fn generation(&self, id: u64) -> Generation {
+        Generation(self.tree.generation(id))
+    }
+
     fn entry(&self, reply: ReplyEntry, r: Result<(u64, libc::stat), i32>) {
         match r {
-            Ok((id, st)) => reply.entry(self.ttl(id), &attr(&st), Generation(0)),
+            Ok((id, st)) => reply.entry(self.ttl(id), &attr(&st), self.generation(id)),
             Err(e) => reply.error(err(e)),
         }
     }
@@ -710,7 +714,7 @@ impl Filesystem for StrataFs {
                 &e.name,
                 self.ttl(node),
                 &attr(&st),
-                Generation(0),
+                self.generation(node),
             ) {
                 let (_, nfs, nlocal) = self.tree.route(node);
                 nfs.forget(nlocal, 1); // did not fit: not sent
@@ -835,12 +839,18 @@ impl Filesystem for StrataFs {
                     (Some(b), _) => reply.created_passthrough(
                         ttl,
                         &a,
-                        Generation(0),
+                        self.generation(i),
                         FileHandle(fh),
                         FopenFlags::FOPEN_NOFLUSH,
                         &b,
                     ),
-                    _ => reply.created(ttl, &a, Generation(0), FileHandle(fh), FopenFlags::empty()),
+                    _ => reply.created(
+                        ttl,
+                        &a,
+                        self.generation(i),
+                        FileHandle(fh),
+                        FopenFlags::empty(),
+                    ),
                 }
             }
             Ok(_) => reply.error(Errno::EIO),

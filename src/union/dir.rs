@@ -205,9 +205,11 @@ impl Union {
             upper: Some(ust),
             lowers: Vec::new(),
         };
-        let node = self.remember(parent, name, &found);
-        node.lookups
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let node = if matches!(what, NewEntry::Link { .. }) {
+            self.remember_counted(parent, name, &found, 1)
+        } else {
+            self.remember_new(parent, name, &found)
+        };
         let mut st = *found.top();
         self.fix_stat(node.id, &mut st, 0, &ppath.join(name));
         if kind == libc::S_IFDIR && covered != Covered::Nothing {

@@ -57,6 +57,15 @@ impl Tree {
     }
 
     /// The union of the image layers (part 0).
+    /// The generation the kernel is told for node `id` (see `Union::remember_new`).
+    pub fn generation(&self, id: u64) -> u64 {
+        let (_, fs, local) = self.route(id);
+        if local == ROOT_ID {
+            return 0;
+        }
+        fs.generation(local)
+    }
+
     pub fn union(&self) -> &Arc<Union> {
         &self.parts[0].fs
     }

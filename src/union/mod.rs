@@ -84,6 +84,10 @@ impl NodeState {
 
 pub struct Node {
     pub id: u64,
+    /// Raised each time `id` is given to a new file while the kernel may still hold the
+    /// old one (an upper inode number reused after a delete): the kernel then drops its old
+    /// inode instead of taking the new file for it.
+    pub generation: u64,
     pub lookups: AtomicU64,
     pub st: RwLock<NodeState>,
     /// Held while this node's data is copied up (see copy_up_for_write).
@@ -92,8 +96,13 @@ pub struct Node {
 
 impl Node {
     fn new(id: u64, lookups: u64, st: NodeState) -> Arc<Node> {
+        Self::with_generation(id, 0, lookups, st)
+    }
+
+    fn with_generation(id: u64, generation: u64, lookups: u64, st: NodeState) -> Arc<Node> {
         Arc::new(Node {
             id,
+            generation,
             lookups: AtomicU64::new(lookups),
             st: RwLock::new(st),
             copying: Mutex::new(()),
@@ -299,7 +308,10 @@ impl Union {
     }
 
     pub fn node(&self, id: u64) -> Res<Arc<Node>> {
-        self.nodes.get(&id).map(|n| n.clone()).ok_or(libc::ESTALE)
+        self.nodes.get(&id).map(|n| n.clone()).ok_or_else(|| {
+            log::warn!("no node {id}: the kernel asked for one strata has forgotten");
+            libc::ESTALE
+        })
     }
 
     /// The merged path of a node (also its path in the upper layer).
@@ -585,13 +597,31 @@ impl Union {
 
     /// Make (or refresh) the node for `found`, known as `name` in `parent`.
     pub fn remember(&self, parent: u64, name: &OsStr, found: &Found) -> Arc<Node> {
+        self.remember_counted(parent, name, found, 0)
+    }
+
+    /// `remember`, counting `lookups` more lookups of the node for the kernel. The count is
+    /// raised while the node's map entry is held, as `forget` lowers it and removes a node
+    /// at zero: a lookup racing a FORGET of the same node (a new file that reuses a deleted
+    /// one's inode number, say) either keeps the node or makes a new one, and never answers
+    /// with a node that is gone from the map (which the next request finds ESTALE).
+    pub(crate) fn remember_counted(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        found: &Found,
+        lookups: u64,
+    ) -> Arc<Node> {
         let id = self.ino_of(found);
         let state = found.state(parent, name);
-        let node = self
-            .nodes
-            .entry(id)
-            .or_insert_with(|| Node::new(id, 0, state.clone()))
-            .clone();
+        let node = {
+            let e = self
+                .nodes
+                .entry(id)
+                .or_insert_with(|| Node::new(id, 0, state.clone()));
+            e.lookups.fetch_add(lookups, Ordering::Relaxed);
+            e.clone()
+        };
         {
             let mut st = node.st.write().unwrap();
             let key = (parent, name.to_os_string());
@@ -605,6 +635,41 @@ impl Union {
             }
         }
         node
+    }
+
+    /// The node for a file just made (create, mkdir, mknod, symlink), counted as one lookup.
+    /// An upper filesystem hands a deleted file's inode number to the next new file, and the
+    /// kernel may not have forgotten the old node yet: the id is then taken over by a node of
+    /// the next generation, which keeps the old one's outstanding lookups (the kernel's
+    /// FORGETs for the old inode carry no generation and count against the id).
+    pub(crate) fn remember_new(&self, parent: u64, name: &OsStr, found: &Found) -> Arc<Node> {
+        let id = self.ino_of(found);
+        let state = found.state(parent, name);
+        let node = match self.nodes.entry(id) {
+            dashmap::mapref::entry::Entry::Occupied(mut e) => {
+                let old = e.get();
+                let n = Node::with_generation(
+                    id,
+                    old.generation + 1,
+                    old.lookups.load(Ordering::Relaxed) + 1,
+                    state,
+                );
+                e.insert(n.clone());
+                n
+            }
+            dashmap::mapref::entry::Entry::Vacant(e) => {
+                let n = Node::new(id, 1, state);
+                e.insert(n.clone());
+                n
+            }
+        };
+        self.listings.remove(&id);
+        node
+    }
+
+    /// The generation of node `id` (0 for one strata does not hold).
+    pub fn generation(&self, id: u64) -> u64 {
+        self.nodes.get(&id).map_or(0, |n| n.generation)
     }
 
     /// Drop a name from a node after unlink/rename-over.
@@ -632,8 +697,7 @@ impl Union {
                 linked_up = true;
                 continue;
             }
-            let node = self.remember(parent, name, &found);
-            node.lookups.fetch_add(1, Ordering::Relaxed);
+            let node = self.remember_counted(parent, name, &found, 1);
             let mut st = *found.top();
             let layer = match found.upper {
                 Some(_) => 0,
@@ -648,20 +712,20 @@ impl Union {
         if id == ROOT_ID {
             return;
         }
-        let gone = match self.nodes.get(&id) {
-            Some(node) => {
-                let prev = node.lookups.fetch_sub(
-                    n.min(node.lookups.load(Ordering::Relaxed)),
-                    Ordering::Relaxed,
-                );
-                prev <= n
+        // Lowered and removed under the node's map entry (see `remember_counted`).
+        let gone = match self.nodes.entry(id) {
+            dashmap::mapref::entry::Entry::Occupied(e) => {
+                let left = e.get().lookups.load(Ordering::Relaxed).saturating_sub(n);
+                e.get().lookups.store(left, Ordering::Relaxed);
+                if left == 0 {
+                    e.remove();
+                }
+                left == 0
             }
-            None => false,
+            dashmap::mapref::entry::Entry::Vacant(_) => false,
         };
         if gone {
             self.listings.remove(&id);
-            self.nodes
-                .remove_if(&id, |_, node| node.lookups.load(Ordering::Relaxed) == 0);
         }
     }
 
