@@ -5,6 +5,8 @@
 mod common;
 #[path = "images/fixture.rs"]
 mod fixture;
+#[path = "images/save.rs"]
+mod save;
 #[path = "images/verbs.rs"]
 mod verbs;
 

@@ -120,6 +120,19 @@ enum ImageCmd {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Save an image as an OCI image layout at DIR, or with `--format docker-archive -o FILE`
+    /// as an archive for `docker load`. Layer tars are uncompressed.
+    Save {
+        name: String,
+        /// The OCI layout's directory (created if missing; other images in it are kept).
+        dir: Option<PathBuf>,
+        /// oci (default) or docker-archive.
+        #[arg(long, default_value = "oci")]
+        format: String,
+        /// The file to write (docker-archive), or the layout's directory (oci).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Mount an image's layers read-only at DIR (every write fails with EROFS).
     Mount { name: String, dir: PathBuf },
     /// Unmount an image mounted with `image mount`.
@@ -313,6 +326,12 @@ fn image_cmd(root: &state::Root, c: ImageCmd) -> anyhow::Result<()> {
             no_trunc,
             quiet,
         } => image::history(root, &name, no_trunc, quiet),
+        ImageCmd::Save {
+            name,
+            dir,
+            format,
+            output,
+        } => image::save(root, &name, dir.as_deref(), &format, output.as_deref()),
         ImageCmd::Mount { name, dir } => image::mount(root, &name, &dir),
         ImageCmd::Umount { dir } => image::umount(&dir),
         ImageCmd::Tag { src, dst } => image::tag(root, &src, &dst),

@@ -10,6 +10,7 @@
 //! - `reference`: NAME[:TAG] as Docker's reference grammar has it, and id prefixes
 //! - `ops`: ls, inspect, history, tag, rm and prune, as data the CLI prints; `filter`: ls's filters
 //! - `mount`: `image mount`, the layers as a read-only union through daemon/
+//! - `save`: `image save`, an OCI layout or a docker-archive written from the store
 
 pub mod at;
 pub mod config;
@@ -23,5 +24,6 @@ pub mod ops;
 pub mod pack;
 pub mod reference;
 pub mod rootfs;
+pub mod save;
 pub mod store;
 pub mod tar;

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs;
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
@@ -44,12 +45,21 @@ fn walk<W: Write>(
         .collect::<std::io::Result<_>>()
         .with_context(|| format!("{}", dir.display()))?;
     names.sort();
+    let dfd = fs::File::open(&dir).with_context(|| format!("{}", dir.display()))?;
     for n in names {
         let r = rel.join(&n);
         let p = root.join(&r);
         let md = fs::symlink_metadata(&p).with_context(|| format!("{}", p.display()))?;
         let ft = md.file_type();
         let mut h = header_of(&md);
+        // Unprivileged layers keep refused owners (and device types) in the override xattr.
+        let mut st =
+            sys::fstatat(dfd.as_raw_fd(), &n).map_err(std::io::Error::from_raw_os_error)?;
+        crate::union::xattr::apply_override(dfd.as_raw_fd(), &n, &mut st);
+        h.set_uid(st.st_uid as u64);
+        h.set_gid(st.st_gid as u64);
+        h.set_mode(st.st_mode & 0o7777);
+        let stood_in = ft.is_file() && st.st_mode & libc::S_IFMT != libc::S_IFREG;
         pax_xattrs(b, &p)?;
         let what = || format!("{}", p.display());
         if !ft.is_dir() && md.nlink() > 1 {
@@ -66,6 +76,17 @@ fn walk<W: Write>(
             b.append_data(&mut h, &r, std::io::empty())
                 .with_context(what)?;
             walk(b, root, &r, links)?;
+        } else if stood_in {
+            // A device node an unprivileged import could not make: an empty file stands in.
+            h.set_entry_type(match st.st_mode & libc::S_IFMT {
+                libc::S_IFCHR => EntryType::Char,
+                libc::S_IFBLK => EntryType::Block,
+                _ => EntryType::Fifo,
+            });
+            h.set_device_major(0)?;
+            h.set_device_minor(0)?;
+            b.append_data(&mut h, &r, std::io::empty())
+                .with_context(what)?;
         } else if ft.is_file() {
             h.set_entry_type(EntryType::Regular);
             h.set_size(md.len());
