@@ -256,3 +256,16 @@ fn fuse_overlayfs_form_rejects_bad_input_too() {
         &[s(&missing)],
     );
 }
+
+/// A word that is no verb, without `-o`, is not taken for a fuse-overlayfs command line: the
+/// one line names the word.
+#[test]
+fn an_unknown_command_is_named() {
+    let f = fx();
+    expect_rejected(
+        &f,
+        vec!["bogus-verb".into(), s(&f.mnt).into()],
+        &f.mnt,
+        &["unknown command 'bogus-verb'".to_string()],
+    );
+}

@@ -354,25 +354,19 @@ fn main() {
         return;
     }
     let first = argv.get(1).map(String::as_str).unwrap_or("");
-    let is_verb = matches!(
-        first,
-        "mount"
-            | "umount"
-            | "volume"
-            | "image"
-            | "run"
-            | "ps"
-            | "logs"
-            | "stop"
-            | "rm"
-            | "--root"
-            | "help"
-            | "--help"
-            | "-h"
-            | "--version"
-            | "-V"
-            | ""
-    );
+    // A verb (or a global flag) goes to the verbs' parser; anything else is the fuse-overlayfs
+    // command line. The verbs are clap's own list, so a new one needs no entry here.
+    let is_verb = first.is_empty()
+        || first.starts_with("--root")
+        || matches!(first, "help" | "--help" | "-h" | "--version" | "-V")
+        || <Cli as clap::CommandFactory>::command()
+            .get_subcommands()
+            .any(|c| c.get_name() == first || c.get_all_aliases().any(|a| a == first));
+    // Not a verb, and no -o: not a fuse-overlayfs command line either.
+    if !is_verb && !argv[1..].iter().any(|a| a.starts_with("-o")) {
+        eprintln!("strata: unknown command '{first}' (strata --help lists them)");
+        std::process::exit(1);
+    }
     let result = if is_verb {
         let cli = match Cli::try_parse() {
             Ok(c) => c,
