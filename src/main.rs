@@ -70,6 +70,12 @@ enum Cmd {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// Show what a container changed in its root: Docker's A (added), C (changed) and D
+    /// (deleted) lines, read from its writable layer.
+    Diff { container: String },
+    /// Make a new image of a container's changes: its image's layers plus one layer of them.
+    /// Prints the new image id.
+    Commit(cli::commit::CommitArgs),
     /// Remove containers and their writable layers.
     Rm {
         /// Kill a running container first.
@@ -395,6 +401,8 @@ fn main() {
             Cmd::Stop { time, containers } => {
                 cli::container::each(&containers, |c| container::verbs::stop(&root, c, time))
             }
+            Cmd::Diff { container } => cli::commit::diff(&root, &container),
+            Cmd::Commit(a) => cli::commit::commit(&root, a),
             Cmd::Rm { force, containers } => {
                 cli::container::each(&containers, |c| container::verbs::rm(&root, c, force))
             }

@@ -2,6 +2,7 @@
 //! a container's process and waits for it (`run`). The kernel side is src/launcher/.
 
 pub mod detach;
+pub mod layers;
 pub mod monitor;
 pub mod mount;
 pub mod records;
