@@ -11,6 +11,7 @@
 //! - `ops`: ls, inspect, history, tag, rm and prune, as data the CLI prints; `filter`: ls's filters
 //! - `mount`: `image mount`, the layers as a read-only union through daemon/
 //! - `save`: `image save`, an OCI layout or a docker-archive written from the store
+//! - `split`: the record of a layer tar besides its files' data, to write it again whole
 //! - `changes`: what a container changed, read from its upper; `diff` prints it
 //! - `commit`: a container's changes as a new image; `commit_tar` writes them as a layer tar,
 //!   `instructions` applies `-c`
@@ -33,5 +34,6 @@ pub mod pack;
 pub mod reference;
 pub mod rootfs;
 pub mod save;
+pub mod split;
 pub mod store;
 pub mod tar;

@@ -2,10 +2,11 @@
 //! --format docker-archive -o FILE` (what `docker load` reads): the image's config, a manifest
 //! and each layer as an uncompressed tar written from the store by `pack`.
 //!
-//! A layer tar is written again from its unpacked directory, so its digest is its diff_id only
-//! when the tar it came from was written as `pack` writes (strata's own layers: `import DIR`,
-//! `commit`). A layer another tool wrote (umoci, Docker) gets a new digest; the saved config then
-//! names the new diff_ids, which makes it a new image id, and a warning says so.
+//! A layer tar is written again from its unpacked directory and the record of the rest of the
+//! tar it came from (`split`), byte for byte, so its digest is its diff_id and the saved image
+//! keeps its id. A layer without a record (imported before records were kept) is written by
+//! `pack`, as `import DIR` and `commit` write theirs: another tool's layer then gets a new
+//! digest, the saved config names the new diff_ids (a new image id), and a warning says so.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
@@ -36,11 +37,28 @@ struct Blob {
     size: u64,
 }
 
-/// Write `layer`'s tar to `dst` (a new file): its digest and size.
-fn write_layer(layer: &Path, dst: &Path) -> Result<Blob> {
-    let f = File::create(dst).with_context(|| format!("{}", dst.display()))?;
-    let mut h = HashingWriter::new(BufWriter::with_capacity(1 << 20, f));
-    super::pack::pack(layer, &mut h)?;
+/// Write the tar of layer `diff_id` to `dst` (a new file): its digest and size. The tar it
+/// was imported from, when its record was kept and the layer still matches it; else `pack`.
+fn write_layer(store: &Store, diff_id: &str, dst: &Path) -> Result<Blob> {
+    let layer = store.layer_path(diff_id)?;
+    let split = store.split_path(diff_id)?;
+    if split.is_file() {
+        let b = write_with(dst, |w| super::split::rebuild(&split, &layer, w));
+        match b {
+            Ok(b) if b.digest == diff_id => return Ok(b),
+            _ => {}
+        }
+    }
+    write_with(dst, |w| super::pack::pack(&layer, w))
+}
+
+fn write_with(
+    dst: &Path,
+    f: impl FnOnce(&mut HashingWriter<BufWriter<File>>) -> Result<()>,
+) -> Result<Blob> {
+    let file = File::create(dst).with_context(|| format!("{}", dst.display()))?;
+    let mut h = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
+    f(&mut h)?;
     let (digest, size, w) = h.finish();
     w.into_inner()
         .map_err(|e| e.into_error())?
@@ -98,7 +116,7 @@ pub fn save(root: &Root, name: &str, format: Format, out: &Path) -> Result<Strin
     let mut changed = 0;
     for (n, l) in rec.layers.iter().enumerate() {
         let tmp = blobs.join(format!(".layer-{n}.tmp"));
-        let b = write_layer(&store.layer_path(&l.diff_id)?, &tmp)
+        let b = write_layer(&store, &l.diff_id, &tmp)
             .with_context(|| format!("layer {}", l.diff_id))?;
         fs::rename(&tmp, blobs.join(sha256_hex(&b.digest)?))?;
         if b.digest != l.diff_id {
