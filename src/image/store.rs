@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! layers/sha256/<diff_id>/        one unpacked layer, shared by every image that names it
+//! layers/split/<diff_id hex>      the record of the layer's tar besides its files' data (split)
 //! layers/tmp/<pid>-<n>/           layers being unpacked; renamed into place once verified
 //! images/sha256/<id>/config.json  the image config blob (its sha256 is the image id)
 //! images/sha256/<id>/record.json  layer list with sizes, manifest digest, source, import time
