@@ -101,8 +101,17 @@ fn user_runs_as_that_uid_and_gid_without_capabilities() {
 #[test]
 fn workdir_and_environment() {
     let f = fx();
+    let envf = f.base.join("env.list");
+    fs::write(&envf, "# comment\n\nA=from-file\nB=two words\n").unwrap();
     let out = f.sh(
-        &["-w", "/srv/app", "-e", "A=1", "-e", "B=two words"],
+        &[
+            "-w",
+            "/srv/app",
+            "--env-file",
+            envf.to_str().unwrap(),
+            "-e",
+            "A=1",
+        ],
         "pwd; env | sort",
     );
     let l = lines(&out);
@@ -196,6 +205,10 @@ fn memory_limit_ends_in_an_oom_kill_reported_as_137() {
             .join(&id);
         assert!(!d.exists(), "{} left", d.display());
     }
+    let o = f.verb(&["inspect", "oom"]);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v[0]["State"]["OOMKilled"], true, "{}", o.stdout);
+    assert_eq!(v[0]["State"]["ExitCode"], 137);
     // The same command within its limit runs, and is not an OOM kill.
     let o = f.run(
         &["--rm", "--memory", "64m"],

@@ -1,5 +1,6 @@
-//! Container verbs and bad input: `run -d`, `ps`, `logs`, `stop`, `rm`, a monitor killed
-//! with -9, and bad command lines (one line, Docker's exit code, nothing left behind).
+//! Container verbs and bad input: `run -d`, `ps`, `logs`, `stop`, `rm`, `start`, `kill`,
+//! `wait`, `inspect`, `create`, `restart`, a monitor killed with -9, and bad command lines
+//! (one line, Docker's exit code, nothing left behind).
 
 mod common;
 #[path = "containers/fixture.rs"]
@@ -7,7 +8,6 @@ mod fixture;
 use common::*;
 use fixture::*;
 
-use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
@@ -68,47 +68,6 @@ fn bad_input_is_one_line_and_leaves_nothing() {
         )
     );
     assert_eq!(f.ids(), [id]);
-}
-
-/// `run -d`: the id, printed at once, and the container running behind it.
-fn detached(f: &Fx, flags: &[&str], cmd: &[&str]) -> (String, i32) {
-    let mut a = vec!["-d"];
-    a.extend_from_slice(flags);
-    let t = std::time::Instant::now();
-    let o = f.run(&a, cmd);
-    assert!(o.ok(), "{}", o.describe());
-    assert!(t.elapsed() < Duration::from_secs(20));
-    let id = o.stdout.trim().to_string();
-    assert!(
-        id.len() == 64 && id.chars().all(|c| c.is_ascii_hexdigit()),
-        "{}",
-        o.describe()
-    );
-    let st = f.state_of(&id).unwrap();
-    assert_eq!(st["status"], "running", "{st}");
-    (id, st["pid"].as_i64().unwrap() as i32)
-}
-
-fn proc_alive(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            let state = s[s.rfind(')').unwrap() + 2..].chars().next().unwrap();
-            state != 'Z' && state != 'X'
-        })
-        .unwrap_or(false)
-}
-
-/// `ps` output as (header, rows of columns split on runs of 3+ spaces).
-fn table(out: &str) -> Vec<Vec<String>> {
-    out.lines()
-        .map(|l| {
-            l.split("   ")
-                .map(str::trim)
-                .filter(|c| !c.is_empty())
-                .map(String::from)
-                .collect()
-        })
-        .collect()
 }
 
 #[test]
@@ -268,4 +227,174 @@ fn a_monitor_killed_with_9_leaves_an_exited_container_that_rm_removes() {
             .join(&id);
         assert!(!d.exists(), "{} left", d.display());
     }
+}
+
+#[test]
+fn start_runs_a_stopped_container_again_on_its_writable_layer() {
+    let f = fx();
+    let script = "echo one >> /tmp/log; cat /tmp/log; exit 3";
+    let o = f.run(&["--name", "keep"], &["sh", "-c", script]);
+    assert_eq!(
+        (o.status.code(), o.stdout.as_str()),
+        (Some(3), "one\n"),
+        "{}",
+        o.describe()
+    );
+    let o = f.verb(&["start", "-a", "keep"]);
+    assert_eq!(
+        (o.status.code(), o.stdout.as_str()),
+        (Some(3), "one\none\n"),
+        "{}",
+        o.describe()
+    );
+    // Another container of the same rootfs has none of it.
+    let o = f.run(&["--rm"], &["cat", "/tmp/log"]);
+    assert_eq!(o.status.code(), Some(1), "{}", o.describe());
+    // Detached: the name, then wait gives the exit code and the log the output.
+    let o = f.verb(&["start", "keep"]);
+    assert_eq!(
+        (o.status.code(), o.stdout.as_str()),
+        (Some(0), "keep\n"),
+        "{}",
+        o.describe()
+    );
+    let o = f.verb(&["wait", "keep"]);
+    assert_eq!(o.stdout, "3\n", "{}", o.describe());
+    assert_eq!(f.verb(&["logs", "keep"]).stdout, "one\none\none\n");
+    assert_eq!(mounts_under(&f.base), vec![]);
+}
+
+#[test]
+fn kill_signals_pid_1() {
+    let f = fx();
+    let (id, pid) = detached(&f, &["--name", "kk"], &["sleep", "30"]);
+    // PID 1 has no handler for SIGTERM: it goes on.
+    let o = f.verb(&["kill", "-s", "TERM", "kk"]);
+    assert_eq!(o.stdout, "kk\n", "{}", o.describe());
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(proc_alive(pid));
+    assert!(f.verb(&["kill", &id[..8]]).ok());
+    assert_eq!(f.verb(&["wait", "kk"]).stdout, "137\n");
+    let o = f.verb(&["kill", "kk"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        o.stderr,
+        format!("strata: Cannot kill container: kk: Container {id} is not running\n")
+    );
+    let o = f.verb(&["kill", "-s", "NOPE", "kk"]);
+    assert_eq!(
+        (o.status.code(), o.stderr.as_str()),
+        (Some(1), "strata: Invalid signal: NOPE\n")
+    );
+}
+
+#[test]
+fn inspect_shows_dockers_fields() {
+    let f = fx();
+    let (id, pid) = detached(&f, &["--name", "seen", "--memory", "32m"], &["sleep", "30"]);
+    let o = f.verb(&["inspect", "seen"]);
+    assert!(o.ok(), "{}", o.describe());
+    assert!(
+        o.stdout.starts_with("[\n    {\n        \""),
+        "4-space indent: {}",
+        o.stdout
+    );
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let c = &v[0];
+    assert_eq!(c["Id"], id.as_str());
+    assert_eq!(c["Name"], "/seen");
+    assert_eq!(c["Path"], "sleep");
+    assert_eq!(c["Args"], serde_json::json!(["30"]));
+    assert_eq!(c["State"]["Status"], "running");
+    assert_eq!(c["State"]["Running"], true);
+    assert_eq!(c["State"]["Pid"], pid);
+    assert_eq!(c["HostConfig"]["Memory"], 32 << 20);
+    let dir = f.containers().join(&id);
+    let data = &c["GraphDriver"]["Data"];
+    assert_eq!(data["LowerDir"], f.rootfs.to_str().unwrap());
+    for (k, sub) in [
+        ("UpperDir", "upper"),
+        ("WorkDir", "work"),
+        ("MergedDir", "merged"),
+    ] {
+        assert_eq!(data[k], dir.join(sub).to_str().unwrap(), "{k}");
+    }
+    assert!(f.verb(&["kill", "seen"]).ok());
+    assert_eq!(f.verb(&["wait", "seen"]).stdout, "137\n");
+    let v: serde_json::Value = serde_json::from_str(&f.verb(&["inspect", &id]).stdout).unwrap();
+    let st = &v[0]["State"];
+    assert_eq!(
+        (st["Status"].as_str(), st["Running"].as_bool()),
+        (Some("exited"), Some(false))
+    );
+    assert_eq!(
+        (st["ExitCode"].as_i64(), st["Pid"].as_i64()),
+        (Some(137), Some(0))
+    );
+    assert_eq!(st["OOMKilled"], false);
+    let o = f.verb(&["inspect", "seen", "nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.stderr, "strata: No such container: nope\n");
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn logs_tail_and_follow() {
+    let f = fx();
+    let (_, _) = detached(
+        &f,
+        &["--name", "talk"],
+        &["sh", "-c", "echo 1; echo 2; echo 3; sleep 1; echo done"],
+    );
+    assert!(wait_until(Duration::from_secs(10), || {
+        f.verb(&["logs", "talk"]).stdout == "1\n2\n3\n"
+    }));
+    assert_eq!(f.verb(&["logs", "--tail", "1", "talk"]).stdout, "3\n");
+    assert_eq!(f.verb(&["logs", "-n", "all", "talk"]).stdout, "1\n2\n3\n");
+    // -f prints what was there and what comes, and returns when the container exits.
+    let o = f.verb(&["logs", "-f", "talk"]);
+    assert_eq!(o.stdout, "1\n2\n3\ndone\n", "{}", o.describe());
+    assert_eq!(f.state_of(&f.only_id()).unwrap()["status"], "exited");
+    let o = f.verb(&["logs", "--tail", "x", "talk"]);
+    assert_eq!(o.status.code(), Some(1), "{}", o.describe());
+}
+
+#[test]
+fn create_then_start_and_restart() {
+    let f = fx();
+    let r = f.rootfs.to_str().unwrap();
+    let o = f.verb(&[
+        "create",
+        "--name",
+        "later",
+        r,
+        "sh",
+        "-c",
+        "echo x >> /tmp/n; wc -l < /tmp/n; sleep 30",
+    ]);
+    assert!(o.ok(), "{}", o.describe());
+    let id = o.stdout.trim().to_string();
+    assert_eq!(id.len(), 64);
+    assert_eq!(f.state_of(&id).unwrap()["status"], "created");
+    assert!(table(&f.verb(&["ps", "-a"]).stdout)[1][4] == "Created");
+    assert_eq!(
+        mounts_under(&f.base),
+        vec![],
+        "nothing mounted before start"
+    );
+    assert_eq!(f.verb(&["start", "later"]).stdout, "later\n");
+    assert_eq!(f.state_of(&id).unwrap()["status"], "running");
+    let pid = f.state_of(&id).unwrap()["pid"].as_i64().unwrap() as i32;
+    let o = f.verb(&["restart", "-t", "0", "later"]);
+    assert_eq!(o.stdout, "later\n", "{}", o.describe());
+    assert!(!proc_alive(pid));
+    let st = f.state_of(&id).unwrap();
+    assert_eq!(st["status"], "running");
+    assert!(wait_until(Duration::from_secs(10), || f
+        .verb(&["logs", "later"])
+        .stdout
+        == "1\n2\n"));
+    assert!(f.verb(&["rm", "-f", "later"]).ok());
+    f.assert_nothing_left();
 }

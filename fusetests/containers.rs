@@ -21,6 +21,37 @@ fn the_command_is_pid_1_and_the_hostname_is_the_short_id() {
     assert_eq!(lines(&o.stdout), ["1", &id[..12]]);
     let out = f.sh(&["--hostname", "box"], "hostname; echo $HOSTNAME");
     assert_eq!(lines(&out), ["box", "box"]);
+    // Docker's generated /etc files, bound from the container's directory.
+    let out = f.sh(
+        &["--hostname", "box"],
+        "cat /etc/hostname; grep -E '^127' /etc/hosts; echo 10.0.0.9 db >> /etc/hosts",
+    );
+    assert_eq!(
+        lines(&out),
+        ["box", "127.0.0.1\tlocalhost", "127.0.1.1\tbox"]
+    );
+    let dir = f.containers().join(&id);
+    assert_eq!(read(dir.join("hostname")), format!("{}\n", &id[..12]));
+    assert!(read(dir.join("hosts")).ends_with(&format!("127.0.1.1\t{}\n", &id[..12])));
+    // What the container writes to them stays in its directory, not in its upper.
+    let o = f.run(
+        &["--name", "hostsw"],
+        &["sh", "-c", "echo 10.0.0.9 db >> /etc/hosts"],
+    );
+    assert!(o.ok(), "{}", o.describe());
+    let w = f
+        .ids()
+        .into_iter()
+        .find(|i| f.config_of(i).unwrap()["name"] == "hostsw")
+        .unwrap();
+    let wdir = f.containers().join(&w);
+    assert!(read(wdir.join("hosts")).ends_with("10.0.0.9 db\n"));
+    assert_eq!(
+        fs::metadata(wdir.join("upper/etc/hosts"))
+            .map(|m| m.len())
+            .unwrap_or(0),
+        0
+    );
     // Only the container's own processes are visible: the shell alone.
     assert_eq!(f.sh(&[], "echo /proc/[0-9]*"), "/proc/1\n");
 }
@@ -169,7 +200,18 @@ fn writes_land_in_the_containers_upper_never_in_the_rootfs() {
     assert_upper_whiteout(&upper, "etc/motd");
     // A second container of the same rootfs starts from the image, not from the first's files.
     let out = f.sh(&[], "cat /etc/motd; ls /etc");
-    assert_eq!(lines(&out), ["from the image", "group", "motd", "passwd"]);
+    assert_eq!(
+        lines(&out),
+        [
+            "from the image",
+            "group",
+            "hostname",
+            "hosts",
+            "motd",
+            "passwd",
+            "resolv.conf"
+        ]
+    );
     // The stopped container keeps its writable layer and its record.
     let st = f.state_of(&id).unwrap();
     assert_eq!(st["status"], "exited");

@@ -91,6 +91,23 @@ fn fuse_overlayfs_command_line_and_fusermount3_u() {
     assert_clean_exit_and_same_inos(&mut m, inos);
 }
 
+/// mount.fuse3's `strata SOURCE MNT -o ...` with a SOURCE named like one of strata's verbs.
+#[test]
+fn a_mount_source_named_like_a_verb_is_still_a_mount() {
+    for source in ["run", "ps", "image"] {
+        let mut m = fixture().prepare();
+        let mut cmd = m.strata_cmd();
+        cmd.arg(source).arg(&m.mnt).arg("-o").arg(m.option_string());
+        let desc = format!("{cmd:?}");
+        let out = run_cmd(&mut cmd, CMD_TIMEOUT);
+        assert!(out.ok(), "{desc} failed:\n{}", out.describe());
+        assert!(fuse_mounted(&m.mnt), "{desc}: nothing is mounted");
+        m.adopt_mount();
+        exercise(&m);
+        m.unmount();
+    }
+}
+
 #[test]
 fn mount_t_fuse_strata_through_mount_fuse3_and_umount() {
     let mut m = fixture().prepare();

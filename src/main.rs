@@ -50,7 +50,19 @@ enum Cmd {
     #[command(subcommand)]
     Image(ImageCmd),
     /// Run a command in a new container whose root is a union over ROOTFS-DIR.
-    Run(cli::container::RunArgs),
+    Run(Box<cli::container::RunArgs>),
+    /// Create a container (the flags of run) without starting it; prints its id.
+    Create(Box<cli::container::RunArgs>),
+    /// Stop and start containers again.
+    Restart {
+        /// Seconds to wait before killing.
+        #[arg(short = 't', long = "time", default_value_t = 10)]
+        time: u64,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Run a command in a running container.
+    Exec(cli::container::ExecArgs),
     /// List containers (running ones; all with -a).
     Ps {
         /// Show all containers, not only running ones.
@@ -61,7 +73,15 @@ enum Cmd {
         quiet: bool,
     },
     /// Print a container's log (the output of a container run with -d).
-    Logs { container: String },
+    Logs {
+        /// Go on printing what the container writes until it exits.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines ("all": everything).
+        #[arg(short = 'n', long, value_name = "N")]
+        tail: Option<String>,
+        container: String,
+    },
     /// Stop running containers: SIGTERM, then SIGKILL after a grace period.
     Stop {
         /// Seconds to wait before killing.
@@ -76,11 +96,40 @@ enum Cmd {
     /// Make a new image of a container's changes: its image's layers plus one layer of them.
     /// Prints the new image id.
     Commit(cli::commit::CommitArgs),
+    /// Start stopped containers again, on the same writable layer.
+    Start {
+        /// Attach: wait for the command and exit with its code.
+        #[arg(short, long)]
+        attach: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Show containers as Docker's JSON.
+    Inspect {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Wait for containers to exit and print their exit codes.
+    Wait {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Send a signal to containers' main process.
+    Kill {
+        /// The signal (name or number).
+        #[arg(short, long, default_value = "KILL")]
+        signal: String,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
     /// Remove containers and their writable layers.
     Rm {
         /// Kill a running container first.
         #[arg(short, long)]
         force: bool,
+        /// Remove its anonymous volumes too.
+        #[arg(short, long)]
+        volumes: bool,
         #[arg(required = true)]
         containers: Vec<String>,
     },
@@ -362,22 +411,31 @@ fn main() {
     let first = argv.get(1).map(String::as_str).unwrap_or("");
     // A verb (or a global flag) goes to the verbs' parser; anything else is the fuse-overlayfs
     // command line. The verbs are clap's own list, so a new one needs no entry here.
-    let is_verb = first.is_empty()
-        || first.starts_with("--root")
-        || matches!(first, "help" | "--help" | "-h" | "--version" | "-V")
-        || <Cli as clap::CommandFactory>::command()
-            .get_subcommands()
-            .any(|c| c.get_name() == first || c.get_all_aliases().any(|a| a == first));
+    // mount.fuse3 runs `strata SOURCE MOUNTPOINT -o lowerdir=...`: a SOURCE that happens to be
+    // named like a verb (`run`, `ps`) is still a mount.
+    let mount_options = argv
+        .windows(2)
+        .any(|w| w[0] == "-o" && w[1].contains("lowerdir="))
+        || argv.iter().any(|a| {
+            a.starts_with("-olowerdir=") || a.starts_with("-o") && a.contains(",lowerdir=")
+        });
+    let is_verb = (first == "mount" || !mount_options)
+        && (first.is_empty()
+            || first.starts_with("--root")
+            || matches!(first, "help" | "--help" | "-h" | "--version" | "-V")
+            || <Cli as clap::CommandFactory>::command()
+                .get_subcommands()
+                .any(|c| c.get_name() == first || c.get_all_aliases().any(|a| a == first)));
     // Not a verb, and no -o: not a fuse-overlayfs command line either.
     if !is_verb && !argv[1..].iter().any(|a| a.starts_with("-o")) {
         eprintln!("strata: unknown command '{first}' (strata --help lists them)");
         std::process::exit(1);
     }
     let result = if is_verb {
-        let cli = match Cli::try_parse() {
+        let cli = match Cli::try_parse_from(cli::container::end_flags_at_positional(argv.clone())) {
             Ok(c) => c,
             // Docker's code for a bad `run` command line is 125, as for any failure of its own.
-            Err(e) if argv.iter().any(|a| a == "run") && e.use_stderr() => {
+            Err(e) if argv.iter().any(|a| a == "run" || a == "create") && e.use_stderr() => {
                 let _ = e.print();
                 std::process::exit(125);
             }
@@ -389,23 +447,60 @@ fn main() {
             Cmd::Umount { mountpoint } => cli::mount::umount(&mountpoint),
             Cmd::Volume(v) => volume_cmd(&root, v),
             Cmd::Image(c) => image_cmd(&root, c),
-            Cmd::Run(a) => match cli::container::run(&root, a) {
+            Cmd::Run(a) => match cli::container::run(&root, *a) {
                 Ok(code) => std::process::exit(code),
                 Err(e) => {
                     eprintln!("strata: {}", format!("{e:#}").replace('\n', " "));
                     std::process::exit(125);
                 }
             },
+            Cmd::Create(a) => match cli::container::create(&root, *a) {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    eprintln!("strata: {}", format!("{e:#}").replace('\n', " "));
+                    std::process::exit(125);
+                }
+            },
+            Cmd::Restart { time, containers } => cli::container::each(&containers, |c| {
+                container::verbs::stop(&root, c, time)?;
+                match container::verbs::start(&root, c, false)? {
+                    Some(o) => match o.error {
+                        Some(e) => anyhow::bail!("{e}"),
+                        None => Ok(()),
+                    },
+                    None => Ok(()),
+                }
+            }),
+            Cmd::Exec(a) => match cli::container::exec(&root, a) {
+                Ok(code) => std::process::exit(code),
+                Err(e) => Err(e),
+            },
             Cmd::Ps { all, quiet } => cli::container::ps(&root, all, quiet),
-            Cmd::Logs { container } => cli::container::logs(&root, &container),
+            Cmd::Logs {
+                follow,
+                tail,
+                container,
+            } => cli::container::logs(&root, &container, follow, tail.as_deref()),
             Cmd::Stop { time, containers } => {
                 cli::container::each(&containers, |c| container::verbs::stop(&root, c, time))
             }
             Cmd::Diff { container } => cli::commit::diff(&root, &container),
             Cmd::Commit(a) => cli::commit::commit(&root, a),
-            Cmd::Rm { force, containers } => {
-                cli::container::each(&containers, |c| container::verbs::rm(&root, c, force))
+            Cmd::Start { attach, containers } => cli::container::start(&root, attach, &containers),
+            Cmd::Inspect { containers } => cli::container::inspect(&root, &containers),
+            Cmd::Wait { containers } => cli::container::wait(&root, &containers),
+            Cmd::Kill { signal, containers } => {
+                container::verbs::parse_signal(&signal).and_then(|sig| {
+                    cli::container::each(&containers, |c| container::verbs::kill(&root, c, sig))
+                })
             }
+            Cmd::Rm {
+                force,
+                volumes,
+                containers,
+            } => cli::container::each(&containers, |c| {
+                container::verbs::rm(&root, c, force, volumes)
+            }),
         }
     } else {
         let c = Compat::parse();

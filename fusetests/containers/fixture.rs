@@ -242,3 +242,44 @@ impl Drop for Bg {
 pub fn lines(s: &str) -> Vec<&str> {
     s.lines().collect()
 }
+
+/// `run -d`: the id, printed at once, and the container running behind it.
+pub fn detached(f: &Fx, flags: &[&str], cmd: &[&str]) -> (String, i32) {
+    let mut a = vec!["-d"];
+    a.extend_from_slice(flags);
+    let t = std::time::Instant::now();
+    let o = f.run(&a, cmd);
+    assert!(o.ok(), "{}", o.describe());
+    assert!(t.elapsed() < Duration::from_secs(20));
+    let id = o.stdout.trim().to_string();
+    assert!(
+        id.len() == 64 && id.chars().all(|c| c.is_ascii_hexdigit()),
+        "{}",
+        o.describe()
+    );
+    let st = f.state_of(&id).unwrap();
+    assert_eq!(st["status"], "running", "{st}");
+    (id, st["pid"].as_i64().unwrap() as i32)
+}
+
+pub fn proc_alive(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            let state = s[s.rfind(')').unwrap() + 2..].chars().next().unwrap();
+            state != 'Z' && state != 'X'
+        })
+        .unwrap_or(false)
+}
+
+/// `ps` output as (header, rows of columns split on runs of 3+ spaces).
+pub fn table(out: &str) -> Vec<Vec<String>> {
+    out.lines()
+        .map(|l| {
+            l.split("   ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .collect()
+}

@@ -26,6 +26,9 @@ pub struct RunArgs {
     /// Set an environment variable: KEY=VALUE, or KEY to pass the caller's (repeatable).
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+    /// Read environment variables from a file: KEY=VALUE or KEY lines, # comments (repeatable).
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
     /// Working directory inside the container (made if missing).
     #[arg(short = 'w', long = "workdir", value_name = "DIR")]
     pub workdir: Option<PathBuf>,
@@ -62,10 +65,23 @@ pub struct RunArgs {
     /// Maximum number of processes (-1 or 0: unlimited).
     #[arg(long = "pids-limit", value_name = "N", allow_hyphen_values = true)]
     pub pids_limit: Option<i64>,
-    /// The root filesystem directory (its files stay untouched: writes go to the container's
-    /// own layer).
-    #[arg(value_name = "ROOTFS-DIR")]
-    pub rootfs: PathBuf,
+    /// A volume at DST: NAME:DST[:ro|:nocopy], DST for an anonymous one, or /HOST:DST[:ro] to
+    /// bind a host directory or file (repeatable).
+    #[arg(short = 'v', long = "volume", value_name = "SPEC")]
+    pub volumes: Vec<String>,
+    /// Docker's long form: type=bind|volume|tmpfs,source=..,target=..[,readonly] (repeatable).
+    #[arg(long = "mount", value_name = "SPEC")]
+    pub mounts: Vec<String>,
+    /// An in-memory directory: DST[:size=..,mode=..] (repeatable).
+    #[arg(long = "tmpfs", value_name = "DST[:OPTS]")]
+    pub tmpfs: Vec<String>,
+    /// Overwrite the image's entrypoint ("" clears it).
+    #[arg(long, value_name = "CMD")]
+    pub entrypoint: Option<String>,
+    /// An image from `strata image import`, or a root filesystem directory (its files stay
+    /// untouched: writes go to the container's own layer).
+    #[arg(value_name = "IMAGE|ROOTFS-DIR")]
+    pub image: String,
     /// The command and its arguments.
     #[arg(
         trailing_var_arg = true,
@@ -73,6 +89,93 @@ pub struct RunArgs {
         value_name = "CMD"
     )]
     pub cmd: Vec<String>,
+}
+
+/// Flags of `run` and `exec` that take a value (as a separate argument unless attached).
+const VALUE_FLAGS: &[&str] = &[
+    "--name",
+    "-e",
+    "--env",
+    "-w",
+    "--workdir",
+    "-u",
+    "--user",
+    "--hostname",
+    "--network",
+    "--cap-add",
+    "--cap-drop",
+    "--security-opt",
+    "-m",
+    "--memory",
+    "--cpus",
+    "--pids-limit",
+    "--entrypoint",
+    "--env-file",
+    "-v",
+    "--volume",
+    "--mount",
+    "--tmpfs",
+    "--root",
+];
+
+/// Docker stops reading flags at `run`'s IMAGE and `exec`'s CONTAINER: what follows is the
+/// command's (`run IMAGE ls -l`). clap would take a later `-u` as strata's, so a `--` is put
+/// after that first positional argument.
+pub fn end_flags_at_positional(argv: Vec<String>) -> Vec<String> {
+    // The verb is the first argument after the global --root.
+    let verb = match argv.get(1).map(String::as_str) {
+        Some("--root") => 3,
+        Some(r) if r.starts_with("--root=") => 2,
+        _ => 1,
+    };
+    if !matches!(
+        argv.get(verb).map(String::as_str),
+        Some("run" | "create" | "exec")
+    ) {
+        return argv;
+    }
+    let mut i = verb + 1;
+    while i < argv.len() {
+        let a = argv[i].as_str();
+        if a == "--" {
+            return argv;
+        }
+        if a.starts_with('-') && a.len() > 1 {
+            let takes_value = VALUE_FLAGS.contains(&a);
+            i += if takes_value { 2 } else { 1 };
+            continue;
+        }
+        let mut out = argv;
+        if i + 1 < out.len() && out[i + 1] != "--" {
+            out.insert(i + 1, "--".into());
+        }
+        return out;
+    }
+    argv
+}
+
+/// Docker's --env-file: one KEY=VALUE (or KEY, taken from the caller) a line; blank lines and
+/// lines starting with # are skipped; values are taken as they are, quotes included.
+fn env_files(files: &[PathBuf]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for f in files {
+        let text =
+            std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("open {}: {e}", f.display()))?;
+        for l in text.lines() {
+            let l = l.trim_start();
+            if l.is_empty() || l.starts_with('#') {
+                continue;
+            }
+            if l.split('=')
+                .next()
+                .is_some_and(|k| k.contains(char::is_whitespace))
+            {
+                bail!("{}: variable '{l}' contains whitespaces", f.display());
+            }
+            out.push(l.to_string());
+        }
+    }
+    Ok(out)
 }
 
 fn env(given: &[String]) -> Vec<String> {
@@ -127,9 +230,14 @@ pub fn request(a: RunArgs) -> Result<RunRequest> {
         detach: a.detach,
         name: a.name,
         auto_remove: a.rm,
-        rootfs: a.rootfs,
+        source: a.image,
+        entrypoint: a.entrypoint,
+        volumes: a.volumes,
+        mounts: a.mounts,
+        tmpfs: a.tmpfs,
         args: a.cmd,
-        env: env(&a.env),
+        // The files first: -e wins over them, as with Docker.
+        env: env(&[env_files(&a.env_file)?, a.env].concat()),
         workdir: a.workdir,
         user: a.user,
         hostname: a.hostname,
@@ -154,6 +262,53 @@ pub fn run(root: &Root, a: RunArgs) -> Result<i32> {
     }
     if let Some(id) = o.detached {
         println!("{id}");
+    }
+    Ok(o.code)
+}
+
+/// `strata create`: the flags of `run`; prints the new container's id.
+pub fn create(root: &Root, a: RunArgs) -> Result<()> {
+    println!("{}", run::create_only(root, request(a)?)?);
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// Set an environment variable: KEY=VALUE, or KEY to pass the caller's (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+    /// UID[:GID] or NAME[:GROUP] to run as.
+    #[arg(short = 'u', long = "user", value_name = "USER")]
+    pub user: Option<String>,
+    pub container: String,
+    /// The command and its arguments.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        required = true,
+        value_name = "CMD"
+    )]
+    pub cmd: Vec<String>,
+}
+
+/// `strata exec`: the command's exit code, or Err when it could not be started for a reason of
+/// strata's own (no such container, not running).
+pub fn exec(root: &Root, a: ExecArgs) -> Result<i32> {
+    let o = crate::container::exec::exec(
+        root,
+        crate::container::exec::ExecRequest {
+            container: a.container,
+            args: a.cmd,
+            env: env(&a.env),
+            workdir: a.workdir,
+            user: a.user,
+        },
+    )?;
+    if let Some(e) = o.error {
+        eprintln!("strata: {e}");
     }
     Ok(o.code)
 }
@@ -210,11 +365,74 @@ fn columns<const N: usize>(table: &[[String; N]]) -> String {
 }
 
 /// `strata logs C`: what the container wrote.
-pub fn logs(root: &Root, container: &str) -> Result<()> {
+/// `strata logs [-f] [--tail N] C`: what the container wrote (the last N lines), and with -f
+/// what it goes on writing until it exits.
+pub fn logs(root: &Root, container: &str, follow: bool, tail: Option<&str>) -> Result<()> {
+    use std::io::Write;
+    let n = match tail {
+        None | Some("all") => None,
+        Some(t) => Some(
+            t.parse::<usize>()
+                .map_err(|_| anyhow::anyhow!("invalid value for --tail: {t:?}"))?,
+        ),
+    };
     let p = verbs::log_path(root, container)?;
     let data = std::fs::read(&p).unwrap_or_default();
-    use std::io::Write;
-    std::io::stdout().write_all(&data)?;
+    let shown = n.map_or(&data[..], |n| verbs::tail(&data, n));
+    let mut out = std::io::stdout();
+    out.write_all(shown)?;
+    if follow {
+        verbs::follow(root, container, data.len() as u64, &mut out)?;
+    }
+    Ok(())
+}
+
+/// `strata start [-a] C...`: detached, each name printed; with -a (one container) the exit
+/// code is the command's.
+pub fn start(root: &Root, attach: bool, names: &[String]) -> Result<()> {
+    if attach {
+        let [name] = names else {
+            bail!("you cannot start and attach multiple containers at once");
+        };
+        let code = match verbs::start(root, name, true)? {
+            None => 0,
+            Some(o) => {
+                if let Some(e) = o.error {
+                    eprintln!("strata: {e}");
+                }
+                o.code
+            }
+        };
+        std::process::exit(code);
+    }
+    each(names, |n| match verbs::start(root, n, false)? {
+        Some(o) => match o.error {
+            Some(e) => bail!("{e}"),
+            None => Ok(()),
+        },
+        None => Ok(()),
+    })
+}
+
+/// `strata inspect C...`: Docker's JSON (4-space indented), then an error for any not found.
+pub fn inspect(root: &Root, names: &[String]) -> Result<()> {
+    let (found, missing) = crate::container::inspect::inspect(root, names)?;
+    let mut buf = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
+    serde::Serialize::serialize(&found, &mut ser)?;
+    println!("{}", String::from_utf8_lossy(&buf));
+    if !missing.is_empty() {
+        bail!("No such container: {}", missing.join(", "));
+    }
+    Ok(())
+}
+
+/// `strata wait C...`: each exit code, one a line.
+pub fn wait(root: &Root, names: &[String]) -> Result<()> {
+    for n in names {
+        println!("{}", verbs::wait(root, n)?);
+    }
     Ok(())
 }
 
@@ -235,4 +453,38 @@ pub fn each(names: &[String], f: impl Fn(&str) -> Result<()>) -> Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::end_flags_at_positional as end;
+
+    fn v(s: &str) -> Vec<String> {
+        s.split(' ').map(String::from).collect()
+    }
+
+    #[test]
+    fn flags_end_at_the_image_or_container() {
+        assert_eq!(
+            end(v("strata run -u 0 img id -u")),
+            v("strata run -u 0 img -- id -u")
+        );
+        assert_eq!(
+            end(v("strata --root /r run --rm -e A=1 img")),
+            v("strata --root /r run --rm -e A=1 img")
+        );
+        assert_eq!(
+            end(v("strata run --name=x img -- ls")),
+            v("strata run --name=x img -- ls")
+        );
+        assert_eq!(
+            end(v("strata exec -w /t c ls -l")),
+            v("strata exec -w /t c -- ls -l")
+        );
+        assert_eq!(end(v("strata ps -a")), v("strata ps -a"));
+        assert_eq!(
+            end(v("strata volume create run x")),
+            v("strata volume create run x")
+        );
+    }
 }

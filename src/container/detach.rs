@@ -36,7 +36,7 @@ fn redirect(store: &Store, config: &Config) -> Result<()> {
     Ok(())
 }
 
-pub fn start(root: &Root, store: &Store, config: &Config) -> Result<Outcome> {
+pub fn start(root: &Root, store: &Store, config: &Config, fresh: bool) -> Result<Outcome> {
     let (rd, wr) = pipe()?;
     // Forked while this process has no threads (the mount's daemon is forked from the child).
     match unsafe { libc::fork() } {
@@ -57,6 +57,7 @@ pub fn start(root: &Root, store: &Store, config: &Config) -> Result<Outcome> {
                     root,
                     store,
                     config,
+                    fresh,
                     Some(&|r: &Result<(), Failure>| tell(r.as_ref().err())),
                 )
             });

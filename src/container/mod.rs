@@ -2,9 +2,14 @@
 //! a container's process and waits for it (`run`). The kernel side is src/launcher/.
 
 pub mod detach;
+pub mod etc;
+pub mod exec;
+pub mod grafts;
+pub mod inspect;
 pub mod layers;
 pub mod monitor;
 pub mod mount;
 pub mod records;
 pub mod run;
+pub mod source;
 pub mod verbs;

@@ -1,5 +1,5 @@
-//! The container's root: its rootfs directory as the lower layer of a union with the
-//! container's own upper and work directories, mounted at `merged/` through the same code
+//! The container's root: its image's layers (or its rootfs directory) as the lower layers of a
+//! union with the container's own upper and work directories, mounted at `merged/` through the same code
 //! path as `strata mount` (src/daemon/): checked, served in the background by a daemon
 //! forked from this process, and unmounted with a wait for that daemon to flush and exit.
 
@@ -9,6 +9,7 @@ use anyhow::Result;
 
 use crate::daemon;
 use crate::state::Root;
+use crate::volume::spec::Graft;
 
 /// A mounted container root; [`RootMount::unmount`] takes it down.
 pub struct RootMount {
@@ -27,14 +28,20 @@ fn esc(p: &Path) -> String {
     s
 }
 
-/// Mount the union of `lower` and the container directory's `upper`/`work` at its `merged/`.
+/// Mount the union of `lowers` (top-most first) and the container directory's `upper`/`work`
+/// at its `merged/`, with `grafts` (outer ones first) served inside it.
 /// The daemon is forked from this process, which must have no threads yet.
-pub fn mount_root(root: &Root, lower: &Path, dir: &Path) -> Result<RootMount> {
+pub fn mount_root(
+    root: &Root,
+    lowers: &[PathBuf],
+    grafts: Vec<Graft>,
+    dir: &Path,
+) -> Result<RootMount> {
     let merged = dir.join("merged");
     daemon::mount(daemon::MountRequest {
         options: vec![format!(
             "lowerdir={},upperdir={},workdir={}",
-            esc(lower),
+            lowers.iter().map(|l| esc(l)).collect::<Vec<_>>().join(":"),
             esc(&dir.join("upper")),
             esc(&dir.join("work"))
         )],
@@ -42,7 +49,7 @@ pub fn mount_root(root: &Root, lower: &Path, dir: &Path) -> Result<RootMount> {
         mountpoint: merged.clone(),
         foreground: false,
         log: None,
-        grafts: Vec::new(),
+        grafts,
         root: Some(root.path.clone()),
     })?;
     Ok(RootMount { merged })

@@ -20,8 +20,24 @@ use crate::state::Root;
 pub struct Config {
     pub id: String,
     pub name: String,
-    /// The read-only root filesystem directory (the union's lower layer).
-    pub rootfs: PathBuf,
+    /// The image or rootfs directory, as given.
+    pub image: String,
+    /// The image's id (`sha256:<hex>`), when run from an image: the image store keeps an
+    /// image a container uses.
+    #[serde(rename = "ImageID", default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    /// The union's read-only lower layers, top-most first.
+    pub lowers: Vec<PathBuf>,
+    /// The directory, for a container run from a rootfs directory (the image store looks here
+    /// for a container run straight from one of its layer directories).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs: Option<PathBuf>,
+    /// Volumes, binds and tmpfs, as given (anonymous volumes named).
+    #[serde(default)]
+    pub grafts: Vec<super::grafts::GraftSpec>,
+    /// The anonymous volumes' names (`rm -v` and `run --rm` remove them).
+    #[serde(default)]
+    pub anonymous_volumes: Vec<String>,
     pub created: String,
     pub auto_remove: bool,
     pub limits: Limits,
@@ -171,6 +187,18 @@ impl Store {
     pub fn remove(&self, id: &str) -> Result<()> {
         let _l = self.lock()?;
         let dir = self.container_dir(id);
+        // Never through a live mount: removing the tree would go down into the union and its
+        // grafts (a bound host directory among them) and delete what they hold.
+        let canon = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+        if let Some((p, _)) = crate::daemon::mount_points()
+            .into_iter()
+            .find(|(p, _)| p.starts_with(&canon))
+        {
+            bail!(
+                "{} is still mounted; not removing the container",
+                p.display()
+            );
+        }
         // Renamed first, so a crash halfway leaves no record that looks whole.
         let gone = self.dir.join(format!(".gone-{id}"));
         fs::rename(&dir, &gone).with_context(|| format!("remove {}", dir.display()))?;
@@ -297,7 +325,12 @@ mod tests {
         let config = Config {
             id: id.clone(),
             name: name_for(&id),
-            rootfs: "/r".into(),
+            image: "/r".into(),
+            image_id: None,
+            lowers: vec!["/r".into()],
+            rootfs: Some("/r".into()),
+            grafts: vec![],
+            anonymous_volumes: vec![],
             created: now(),
             auto_remove: false,
             limits: Limits::default(),

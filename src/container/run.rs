@@ -7,11 +7,12 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use super::monitor;
 use super::mount::{mount_root, RootMount};
 use super::records::{self, Config, Store};
+use super::{etc, grafts, source};
 use crate::launcher::cgroups::{self, Cgroup, Limits};
 use crate::launcher::{clone, Failure, Network, Spec};
 use crate::state::Root;
@@ -20,8 +21,13 @@ pub struct RunRequest {
     pub detach: bool,
     pub name: Option<String>,
     pub auto_remove: bool,
-    pub rootfs: PathBuf,
+    /// An image, or a rootfs directory.
+    pub source: String,
+    pub entrypoint: Option<String>,
     pub args: Vec<String>,
+    pub volumes: Vec<String>,
+    pub mounts: Vec<String>,
+    pub tmpfs: Vec<String>,
     pub env: Vec<String>,
     pub workdir: Option<PathBuf>,
     pub user: Option<String>,
@@ -68,22 +74,33 @@ pub fn run(root: &Root, req: RunRequest) -> Result<Outcome> {
     let detach = req.detach;
     let (store, config) = create(root, req)?;
     if detach {
-        return super::detach::start(root, &store, &config);
+        return super::detach::start(root, &store, &config, true);
     }
-    launch(root, &store, &config, None)
+    launch(root, &store, &config, true, None)
+}
+
+/// `create`: the container's record and directory, ready for `start`. Its id.
+pub fn create_only(root: &Root, req: RunRequest) -> Result<String> {
+    Ok(create(root, req)?.1.id)
 }
 
 /// Check the request and make the container's record.
 fn create(root: &Root, req: RunRequest) -> Result<(Store, Config)> {
-    let lower = req
-        .rootfs
-        .canonicalize()
-        .ok()
-        .filter(|p| p.is_dir())
-        .with_context(|| format!("rootfs {}: no such directory", req.rootfs.display()))?;
-    if req.args.is_empty() {
+    let src = source::resolve(root, &req.source)?;
+    let args = source::command(&src, req.entrypoint.as_deref(), &req.args);
+    if args.is_empty() {
         bail!("no command specified");
     }
+    let cwd = match req.workdir {
+        Some(w) => w,
+        None if !src.working_dir.is_empty() => PathBuf::from(&src.working_dir),
+        None => PathBuf::from("/"),
+    };
+    let user = req
+        .user
+        .or_else(|| (!src.user.is_empty()).then(|| src.user.clone()));
+    let (mut graft_specs, anonymous) =
+        grafts::prepare(&req.volumes, &req.mounts, &req.tmpfs, &src.volumes)?;
     let id = records::new_id()?;
     let name = match req.name {
         Some(n) => {
@@ -94,12 +111,13 @@ fn create(root: &Root, req: RunRequest) -> Result<(Store, Config)> {
     };
     let store = Store::new(root);
     let dir = store.container_dir(&id);
+    graft_specs.extend(etc::grafts(&dir, &graft_specs)?);
     let spec = Spec {
         rootfs: dir.join("merged"),
-        args: req.args,
-        env: req.env,
-        cwd: req.workdir.unwrap_or_else(|| PathBuf::from("/")),
-        user: req.user,
+        args,
+        env: source::environment(&src, &req.env),
+        cwd,
+        user,
         hostname: req.hostname.unwrap_or_else(|| id[..12].to_string()),
         network: req.network,
         chroot: req.chroot,
@@ -112,44 +130,76 @@ fn create(root: &Root, req: RunRequest) -> Result<(Store, Config)> {
     let config = Config {
         id,
         name,
-        rootfs: lower,
+        image: src.image,
+        rootfs: src.image_id.is_none().then(|| src.lowers[0].clone()),
+        image_id: src.image_id,
+        lowers: src.lowers,
+        grafts: graft_specs,
+        anonymous_volumes: anonymous,
         created: records::now(),
         auto_remove: req.auto_remove,
         limits: req.limits,
         spec,
     };
     store.create(&config)?;
+    if let Err(e) = etc::write(&dir, &config.spec.hostname, config.spec.network) {
+        let _ = store.remove(&config.id);
+        return Err(e);
+    }
     Ok((store, config))
 }
 
 /// Mount, make the cgroup, start, wait, record the end and take everything down. `notify` is
 /// told once the command runs (or why it could not).
+///
+/// A `fresh` container (just made by `run`) that fails to start is removed whole; one started
+/// again (`start`) keeps its record and writable layer, and is recorded as exited.
 pub fn launch(
     root: &Root,
     store: &Store,
     config: &Config,
+    fresh: bool,
     notify: Option<Notify>,
 ) -> Result<Outcome> {
     let id = &config.id;
     let dir = store.container_dir(id);
-    let m = match mount_root(root, &config.rootfs, &dir) {
-        Ok(m) => m,
-        Err(e) => {
+    let gone = |e: anyhow::Error| -> Result<Outcome> {
+        if fresh {
             let _ = store.remove(id);
-            return Err(e);
+        } else {
+            let _ = store.update(id, |s| {
+                s.status = "exited".into();
+                s.exit_code = crate::launcher::EXIT_FAILED;
+                s.finished_at = records::now();
+            });
         }
+        Err(e)
+    };
+    let served = match grafts::grafts(&config.grafts) {
+        Ok(g) => g,
+        Err(e) => return gone(e),
+    };
+    let m = match mount_root(root, &config.lowers, served, &dir) {
+        Ok(m) => m,
+        Err(e) => return gone(e),
     };
     let cg = match Cgroup::create(Path::new(cgroups::ROOT), id, &config.limits) {
         Ok(cg) => cg,
         Err(e) => {
-            teardown(store, id, &m, None, true);
-            return Err(e);
+            teardown(store, id, &m, None, false);
+            return gone(e);
         }
     };
     let r = start_and_wait(store, config, &cg, notify);
-    let remove = config.auto_remove || !matches!(r, Ok(Outcome { error: None, .. }));
+    let failed = !matches!(r, Ok(Outcome { error: None, .. }));
+    let remove = config.auto_remove || (fresh && failed);
     let oom = cg.oom_kills() > 0;
     teardown(store, id, &m, Some(&cg), remove);
+    if remove {
+        for e in grafts::remove_anonymous(root, &config.anonymous_volumes) {
+            eprintln!("strata: {e}");
+        }
+    }
     if let (
         Some(n),
         Ok(Outcome {
@@ -164,17 +214,19 @@ pub fn launch(
             msg: msg.clone(),
         }));
     }
-    if let Ok(o) = &r {
-        if !remove {
-            store.update(id, |s| {
-                s.status = "exited".into();
-                s.pid = 0;
-                s.monitor_pid = 0;
-                s.exit_code = o.code;
-                s.oom_killed = oom;
-                s.finished_at = records::now();
-            })?;
-        }
+    if !remove {
+        let code = match &r {
+            Ok(o) => o.code,
+            Err(_) => crate::launcher::EXIT_FAILED,
+        };
+        store.update(id, |s| {
+            s.status = "exited".into();
+            s.pid = 0;
+            s.monitor_pid = 0;
+            s.exit_code = code;
+            s.oom_killed = oom;
+            s.finished_at = records::now();
+        })?;
     }
     r
 }

@@ -94,7 +94,7 @@ pub fn ps(root: &Root, all: bool) -> Result<Vec<Row>> {
         .into_iter()
         .map(|(c, s)| Row {
             id: c.id[..12].to_string(),
-            image: c.rootfs.display().to_string(),
+            image: c.image.clone(),
             command: command(&c),
             created: ago(&c.created),
             status: status(&s),
@@ -110,6 +110,46 @@ pub fn log_path(root: &Root, key: &str) -> Result<std::path::PathBuf> {
     let lock = store.lock()?;
     let c = store.find(&lock, key)?;
     Ok(store.container_dir(&c.id).join("log"))
+}
+
+/// The last `n` lines of `data` (all of it when there are fewer).
+pub fn tail(data: &[u8], n: usize) -> &[u8] {
+    let body = data.strip_suffix(b"\n").unwrap_or(data);
+    let mut start = body.len();
+    for _ in 0..n {
+        match body[..start].iter().rposition(|b| *b == b'\n') {
+            Some(i) => start = i,
+            None => return data,
+        }
+    }
+    &data[start + 1..]
+}
+
+/// `logs -f`: write what the log gains to `out` until the container's monitor is gone.
+pub fn follow(root: &Root, key: &str, from: u64, out: &mut dyn std::io::Write) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let store = Store::new(root);
+    let id = {
+        let lock = store.lock()?;
+        store.find(&lock, key)?.id
+    };
+    let mut f = std::fs::File::open(store.container_dir(&id).join("log"))?;
+    f.seek(SeekFrom::Start(from))?;
+    let mut buf = Vec::new();
+    loop {
+        let done = match store.state(&id) {
+            Ok(s) => !alive(s.monitor_pid, s.monitor_start),
+            Err(_) => true,
+        };
+        buf.clear();
+        f.read_to_end(&mut buf)?;
+        out.write_all(&buf)?;
+        out.flush()?;
+        if done {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Wait until the container's monitor is gone (it has recorded the end and unmounted).
@@ -160,9 +200,41 @@ pub fn stop(root: &Root, key: &str, timeout: u64) -> Result<()> {
     Ok(())
 }
 
+/// What a monitor killed before it could take its container down left: its PID 1 if still
+/// there, the root's mount, the cgroups.
+fn clean_leftovers(store: &Store, c: &Config) -> Result<()> {
+    let dir = store.container_dir(&c.id);
+    // A PID 1 left by a monitor killed before it could take it down.
+    if let Ok(raw) = store.state(&c.id) {
+        if raw.pid > 0 && alive(raw.pid as u32, raw.pid_start) {
+            signal(raw.pid, libc::SIGKILL);
+            let t = Instant::now();
+            while alive(raw.pid as u32, raw.pid_start) && t.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+    let merged = dir.join("merged");
+    let merged = merged.canonicalize().unwrap_or(merged);
+    let mounted = crate::daemon::mount_points()
+        .iter()
+        .any(|(p, _)| *p == merged);
+    if mounted {
+        crate::daemon::umount(&merged).context("unmount the container's root")?;
+    }
+    for ctrl in ["memory", "cpu", "pids", ""] {
+        let d = Path::new(cgroups::ROOT)
+            .join(ctrl)
+            .join("strata")
+            .join(&c.id);
+        let _ = std::fs::remove_dir(d);
+    }
+    Ok(())
+}
+
 /// Remove a container and its writable layer; a running one only with `force` (killed first).
 /// What a killed monitor left (the mount, the cgroup) goes too.
-pub fn rm(root: &Root, key: &str, force: bool) -> Result<()> {
+pub fn rm(root: &Root, key: &str, force: bool, volumes: bool) -> Result<()> {
     let store = Store::new(root);
     let (c, s) = {
         let lock = store.lock()?;
@@ -187,31 +259,101 @@ pub fn rm(root: &Root, key: &str, force: bool) -> Result<()> {
     if !dir.exists() {
         return Ok(());
     }
-    // A PID 1 left by a monitor killed before it could take it down.
-    if let Ok(raw) = store.state(&c.id) {
-        if raw.pid > 0 && alive(raw.pid as u32, raw.pid_start) {
-            signal(raw.pid, libc::SIGKILL);
-            let t = Instant::now();
-            while alive(raw.pid as u32, raw.pid_start) && t.elapsed() < Duration::from_secs(10) {
-                std::thread::sleep(Duration::from_millis(10));
-            }
+    clean_leftovers(&store, &c)?;
+    store.remove(&c.id)?;
+    if volumes {
+        if let Some(e) = super::grafts::remove_anonymous(root, &c.anonymous_volumes).first() {
+            bail!("{e}");
         }
     }
-    let merged = dir.join("merged");
-    let mounted = crate::daemon::mount_points()
-        .iter()
-        .any(|(p, _)| *p == merged);
-    if mounted {
-        crate::daemon::umount(&merged).context("unmount the container's root")?;
+    Ok(())
+}
+
+/// `start`: run a stopped container again, on the same writable layer. Detached unless
+/// `attach` (then the exit code is the command's). Returns None when it was already running.
+pub fn start(root: &Root, key: &str, attach: bool) -> Result<Option<super::run::Outcome>> {
+    let store = Store::new(root);
+    let c = {
+        let lock = store.lock()?;
+        let c = store.find(&lock, key)?;
+        if store.live_state(&lock, &c.id)?.status == "running" {
+            return Ok(None);
+        }
+        c
+    };
+    // What a killed monitor left goes first (its mount would refuse the new one).
+    clean_leftovers(&store, &c)?;
+    store.update(&c.id, |s| {
+        s.status = "created".into();
+        s.oom_killed = false;
+    })?;
+    let o = if attach {
+        super::run::launch(root, &store, &c, false, None)?
+    } else {
+        super::detach::start(root, &store, &c, false)?
+    };
+    Ok(Some(o))
+}
+
+/// `wait`: block until the container has exited; its exit code.
+pub fn wait(root: &Root, key: &str) -> Result<i32> {
+    let store = Store::new(root);
+    let id = {
+        let lock = store.lock()?;
+        store.find(&lock, key)?.id
+    };
+    loop {
+        let s = {
+            let lock = store.lock()?;
+            store.live_state(&lock, &id)?
+        };
+        // The monitor writes the exit code as it finishes.
+        if !alive(s.monitor_pid, s.monitor_start) {
+            return Ok(s.exit_code);
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
-    for ctrl in ["memory", "cpu", "pids", ""] {
-        let d = Path::new(cgroups::ROOT)
-            .join(ctrl)
-            .join("strata")
-            .join(&c.id);
-        let _ = std::fs::remove_dir(d);
+}
+
+/// Docker's signal names (with or without SIG) and numbers.
+pub fn parse_signal(s: &str) -> Result<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        if (1..=64).contains(&n) {
+            return Ok(n);
+        }
     }
-    store.remove(&c.id)
+    let up = s.to_ascii_uppercase();
+    let name = up.strip_prefix("SIG").unwrap_or(&up);
+    let sig = match name {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "TERM" => libc::SIGTERM,
+        "STOP" => libc::SIGSTOP,
+        "CONT" => libc::SIGCONT,
+        "WINCH" => libc::SIGWINCH,
+        _ => bail!("Invalid signal: {s}"),
+    };
+    Ok(sig)
+}
+
+/// `kill`: send a signal to PID 1 (SIGKILL unless given).
+pub fn kill(root: &Root, key: &str, sig: i32) -> Result<()> {
+    let store = Store::new(root);
+    let lock = store.lock()?;
+    let c = store.find(&lock, key)?;
+    let s = store.live_state(&lock, &c.id)?;
+    if s.status != "running" {
+        bail!(
+            "Cannot kill container: {key}: Container {} is not running",
+            c.id
+        );
+    }
+    signal(s.pid, sig);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -225,5 +367,15 @@ mod tests {
         assert_eq!(human(42.0), "42 seconds");
         assert_eq!(human(61.0), "About a minute");
         assert_eq!(human(3.0 * 3600.0), "3 hours");
+    }
+
+    #[test]
+    fn tail_takes_the_last_lines() {
+        use super::tail;
+        assert_eq!(tail(b"a\nb\nc\n", 2), b"b\nc\n");
+        assert_eq!(tail(b"a\nb\nc", 1), b"c");
+        assert_eq!(tail(b"a\nb\n", 5), b"a\nb\n");
+        assert_eq!(tail(b"a\nb\n", 0), b"");
+        assert_eq!(tail(b"", 3), b"");
     }
 }

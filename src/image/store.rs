@@ -351,10 +351,13 @@ pub fn container_using(state_root: &Path, id: &str, layers: &[PathBuf]) -> Optio
         let names_it = ["Image", "ImageID", "image"]
             .iter()
             .any(|k| v.get(k).and_then(|x| x.as_str()) == Some(id));
-        let on_layer = v
-            .get("rootfs")
-            .and_then(|r| r.as_str())
-            .is_some_and(|r| layers.iter().any(|l| Path::new(r).starts_with(l)));
+        // A container run from a layer's directory by path, not by the image's name: its
+        // lower layers (`lowers`; `rootfs` in older records) are inside the store's.
+        let inside = |r: &str| layers.iter().any(|l| Path::new(r).starts_with(l));
+        let on_layer = v.get("rootfs").and_then(|r| r.as_str()).is_some_and(inside)
+            || v.get("lowers")
+                .and_then(|r| r.as_array())
+                .is_some_and(|a| a.iter().filter_map(|x| x.as_str()).any(inside));
         (names_it || on_layer).then(|| n.to_string_lossy().into_owned())
     })
 }

@@ -164,6 +164,22 @@ impl Cgroup {
         Ok(cg)
     }
 
+    /// The cgroup `create` made for container `id`, as far as its directories exist.
+    pub fn existing(root: &Path, id: &str) -> Cgroup {
+        let version = detect(root);
+        let dirs = match version {
+            Version::V2 => vec![root.join("strata").join(id)],
+            Version::V1 => ["memory", "cpu", "pids"]
+                .iter()
+                .map(|c| root.join(c).join("strata").join(id))
+                .collect(),
+        };
+        Cgroup {
+            version,
+            dirs: dirs.into_iter().filter(|d| d.is_dir()).collect(),
+        }
+    }
+
     /// Move process `pid` into the cgroup.
     pub fn add(&self, pid: i32) -> Result<()> {
         for d in &self.dirs {

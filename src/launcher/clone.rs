@@ -7,6 +7,7 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use anyhow::{Context, Result};
+use nix::sched::CloneFlags;
 use nix::unistd::Pid;
 
 use super::{namespaces, process, Failure, Spec};
@@ -26,7 +27,13 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-fn child(spec: &Spec, go: RawFd, go_w: RawFd, report_r: RawFd, report: RawFd) -> isize {
+fn child(
+    body: &dyn Fn(RawFd) -> isize,
+    go: RawFd,
+    go_w: RawFd,
+    report_r: RawFd,
+    report: RawFd,
+) -> isize {
     unsafe {
         libc::close(go_w);
         libc::close(report_r);
@@ -45,11 +52,19 @@ fn child(spec: &Spec, go: RawFd, go_w: RawFd, report_r: RawFd, report: RawFd) ->
         unsafe { libc::_exit(super::EXIT_FAILED) }
     }
     unsafe { libc::close(go) };
-    super::start(spec, report)
+    body(report)
 }
 
-/// Clone the process; it waits until [`Started::release`].
+/// Clone the container's first process (PID 1 of a new PID namespace), which runs
+/// [`super::start`] once released.
 pub fn spawn(spec: &Spec) -> Result<Started> {
+    spawn_with(namespaces::clone_flags(), &|report| {
+        super::start(spec, report)
+    })
+}
+
+/// Clone a process with `flags` that runs `body` (given the report fd) once released.
+pub fn spawn_with(flags: CloneFlags, body: &dyn Fn(RawFd) -> isize) -> Result<Started> {
     let (go_r, go_w) = pipe()?;
     let (rep_r, rep_w) = pipe()?;
     let (g, gw, rr, rw) = (
@@ -59,16 +74,9 @@ pub fn spawn(spec: &Spec) -> Result<Started> {
         rep_w.as_raw_fd(),
     );
     let mut stack = vec![0u8; 1 << 20];
-    let cb = Box::new(|| child(spec, g, gw, rr, rw));
-    let pid = unsafe {
-        nix::sched::clone(
-            cb,
-            &mut stack,
-            namespaces::clone_flags(),
-            Some(libc::SIGCHLD),
-        )
-    }
-    .context("cannot create the container's process (clone)")?;
+    let cb = Box::new(|| child(body, g, gw, rr, rw));
+    let pid = unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }
+        .context("cannot create the container's process (clone)")?;
     drop(go_r);
     drop(rep_w);
     Ok(Started {

@@ -127,6 +127,9 @@ impl Syscall for Recorder {
     fn chdir(&self, path: &Path) -> SysResult<()> {
         self.rec(format!("chdir {}", d(path)))
     }
+    fn fchdir(&self, fd: RawFd) -> SysResult<()> {
+        self.rec(format!("fchdir {fd}"))
+    }
     fn mkdir_all(&self, path: &Path, mode: u32) -> SysResult<()> {
         self.rec(format!("mkdir {} {mode:o}", d(path)))
     }

@@ -14,6 +14,7 @@
 pub mod caps;
 pub mod cgroups;
 pub mod clone;
+pub mod exec;
 #[cfg(test)]
 pub mod fake;
 pub mod init;

@@ -18,8 +18,7 @@ pub type SysResult<T> = Result<T, Errno>;
 /// parts only make sense together, such as bringing `lo` up).
 pub trait Syscall {
     fn unshare(&self, flags: CloneFlags) -> SysResult<()>;
-    /// For joining a running container (`exec`).
-    #[allow(dead_code)]
+    /// Join a namespace (`exec`).
     fn setns(&self, fd: RawFd, nstype: CloneFlags) -> SysResult<()>;
     fn sethostname(&self, name: &str) -> SysResult<()>;
     fn mount(
@@ -34,6 +33,7 @@ pub trait Syscall {
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> SysResult<()>;
     fn chroot(&self, path: &Path) -> SysResult<()>;
     fn chdir(&self, path: &Path) -> SysResult<()>;
+    fn fchdir(&self, fd: RawFd) -> SysResult<()>;
     /// mkdir -p; an existing directory is not an error.
     fn mkdir_all(&self, path: &Path, mode: u32) -> SysResult<()>;
     /// An empty regular file to bind a device node or a file over (an existing one is kept).
@@ -108,6 +108,10 @@ impl Syscall for Linux {
 
     fn chdir(&self, path: &Path) -> SysResult<()> {
         nix::unistd::chdir(path)
+    }
+
+    fn fchdir(&self, fd: RawFd) -> SysResult<()> {
+        Errno::result(unsafe { libc::fchdir(fd) }).map(drop)
     }
 
     fn mkdir_all(&self, path: &Path, mode: u32) -> SysResult<()> {

@@ -323,3 +323,47 @@ fn failure_reports_round_trip() {
     assert_eq!(process::parse_report(&line), Some(f));
     assert_eq!(process::parse_report(""), None);
 }
+
+#[test]
+fn exec_joins_the_namespaces_then_the_root_then_drops_privileges() {
+    let r = Recorder::new();
+    let ns: Vec<_> = exec::JOIN
+        .iter()
+        .enumerate()
+        .map(|(i, (_, f))| (10 + i as i32, *f))
+        .collect();
+    let s = Spec {
+        user: Some("1000:1000".into()),
+        cwd: "/tmp".into(),
+        ..spec()
+    };
+    let cmd = exec::enter(&r, &ns, 42, &s).unwrap();
+    assert_eq!(cmd.path, PathBuf::from("/bin/sh"));
+    ordered(
+        &r,
+        &[
+            "setns 10 CLONE_NEWIPC",
+            "setns 11 CLONE_NEWUTS",
+            "setns 12 CLONE_NEWNET",
+            "setns 13 CLONE_NEWCGROUP",
+            "setns 14 CLONE_NEWNS",
+            "fchdir 42",
+            "chroot .",
+            "drop_bounding 0xa80425fb",
+            "setuid 1000",
+            "capset 0x0 0x0 0x0",
+            "chdir /tmp",
+            "parent_death_signal 9",
+        ],
+    );
+    // Nothing is mounted or unshared: the container's setup is already there.
+    assert!(!r.has("unshare") && !r.lines().iter().any(|l| l.starts_with("mount ")));
+    let r = Recorder::new().failing("setns 12", Errno::EINVAL);
+    let e = exec::enter(&r, &ns, 42, &s).unwrap_err();
+    assert_eq!(e.code, EXIT_FAILED);
+    assert!(
+        e.msg.starts_with("join the container's net namespace"),
+        "{}",
+        e.msg
+    );
+}

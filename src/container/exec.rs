@@ -1,0 +1,76 @@
+//! `strata exec`: a command in a running container, in its namespaces, root and cgroups, with
+//! its environment (plus `-e`), its user (or `-u`) and workdir (or `-w`). This process waits for
+//! the command, passing signals on, and its exit code is the command's.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+
+use super::monitor;
+use super::records::Store;
+use super::run::Outcome;
+use crate::launcher::cgroups::{self, Cgroup};
+use crate::launcher::exec::{self, Target};
+use crate::launcher::{clone, syscall};
+use crate::state::Root;
+
+pub struct ExecRequest {
+    pub container: String,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub workdir: Option<PathBuf>,
+    pub user: Option<String>,
+}
+
+pub fn exec(root: &Root, req: ExecRequest) -> Result<Outcome> {
+    let store = Store::new(root);
+    let (config, state) = {
+        let lock = store.lock()?;
+        let c = store.find(&lock, &req.container)?;
+        let s = store.live_state(&lock, &c.id)?;
+        (c, s)
+    };
+    if state.status != "running" {
+        bail!("Container {} is not running", config.id);
+    }
+    if req.args.is_empty() {
+        bail!("no command specified");
+    }
+    let mut spec = config.spec.clone();
+    spec.args = req.args;
+    spec.env.extend(req.env);
+    if let Some(w) = req.workdir {
+        spec.cwd = w;
+    }
+    if req.user.is_some() {
+        spec.user = req.user;
+    }
+    let target = Target::open(state.pid)?;
+    let cg = Cgroup::existing(Path::new(cgroups::ROOT), &config.id);
+    exec::join_pid(&syscall::Linux, &target).map_err(|f| anyhow::anyhow!(f.msg))?;
+    let started = clone::spawn_with(nix::sched::CloneFlags::empty(), &|report| {
+        exec::start(&target, &spec, report)
+    })?;
+    let pid = started.pid;
+    if let Err(e) = cg.add(pid.as_raw()) {
+        drop(started);
+        monitor::wait(pid);
+        return Err(e);
+    }
+    monitor::proxy_signals(pid);
+    let r = started.release();
+    let code = monitor::wait(pid);
+    monitor::stop_proxy();
+    Ok(match r {
+        Ok(()) => Outcome {
+            detached: None,
+            code,
+            error: None,
+        },
+        Err(f) => Outcome {
+            detached: None,
+            code: f.code,
+            error: Some(f.msg),
+        },
+    })
+}
