@@ -154,6 +154,18 @@ fn commit_makes_an_image_of_the_change_that_reads_back_as_the_container_saw_it()
         assert_enoent(r.join("root"));
         assert_eq!(names(r.join("home")), set(&[".profile", "added"]));
         assert_eq!(names(r.join("tmp")), set(&["p"]));
+        // A container run from the committed image sees the change.
+        let o = f.run_raw(&[
+            "--rm",
+            "mine:v1",
+            "sh",
+            "-c",
+            "cat /etc/new /home/.profile; ls /tmp; test ! -e /etc/group && test ! -e /root",
+        ]);
+        assert!(o.ok(), "{}", o.describe());
+        assert_eq!(o.stdout, "new\nprofile\np\n");
+        let o = f.run_raw(&["--rm", "mine:v1"]);
+        assert_eq!(o.stdout, "new\n", "-c CMD: {}", o.describe());
         // Committed without a name: an untagged image.
         let o = ok(&f, &["commit", "ctr"]);
         assert!(o.starts_with("sha256:"), "{o}");
@@ -166,14 +178,15 @@ fn commit_makes_an_image_of_the_change_that_reads_back_as_the_container_saw_it()
 fn a_volumes_content_stays_out_of_the_commit_but_its_mountpoint_stays() {
     with_timeout(T, "commit volume", || {
         let f = base_fx();
-        let o = f.run(&["--name", "ctr"], &["sh", "-c", "mkdir -p /srv/data; echo v > /srv/data/in-volume; echo k > /srv/kept; echo h > /etc/hosts"]);
+        let o = f.run(
+            &["--name", "ctr", "-v", "vol:/srv/data"],
+            &[
+                "sh",
+                "-c",
+                "echo v > /srv/data/in-volume; echo k > /srv/kept; cat /etc/hosts >/dev/null",
+            ],
+        );
         assert!(o.ok(), "{}", o.describe());
-        // The record of a container with a volume at /srv/data, as `run -v` writes it.
-        let id = f.only_id();
-        let cfg = f.containers().join(&id).join("config.json");
-        let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&cfg).unwrap()).unwrap();
-        v["grafts"] = serde_json::json!([{"kind": "volume", "spec": "vol:/srv/data"}]);
-        fs::write(&cfg, serde_json::to_vec(&v).unwrap()).unwrap();
         assert_eq!(
             ok(&f, &["diff", "ctr"]),
             "A /srv\nA /srv/kept\n",
@@ -199,5 +212,15 @@ fn a_volumes_content_stays_out_of_the_commit_but_its_mountpoint_stays() {
         );
         assert_eq!(read(layer.join("srv/kept")), "k\n");
         assert!(!layer.join("etc/hosts").exists());
+        // Run again from the committed image: the file is there, the volume's content is not.
+        let o = f.run_raw(&[
+            "--rm",
+            "vol:1",
+            "sh",
+            "-c",
+            "cat /srv/kept; ls -A /srv/data",
+        ]);
+        assert!(o.ok(), "{}", o.describe());
+        assert_eq!(o.stdout, "k\n");
     });
 }
