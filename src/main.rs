@@ -90,6 +90,12 @@ enum Cmd {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// Show what a container changed in its root: Docker's A (added), C (changed) and D
+    /// (deleted) lines, read from its writable layer.
+    Diff { container: String },
+    /// Make a new image of a container's changes: its image's layers plus one layer of them.
+    /// Prints the new image id.
+    Commit(cli::commit::CommitArgs),
     /// Start stopped containers again, on the same writable layer.
     Start {
         /// Attach: wait for the command and exit with its code.
@@ -168,6 +174,19 @@ enum ImageCmd {
         /// Only image ids.
         #[arg(short, long)]
         quiet: bool,
+    },
+    /// Save an image as an OCI image layout at DIR, or with `--format docker-archive -o FILE`
+    /// as an archive for `docker load`. Layer tars are uncompressed.
+    Save {
+        name: String,
+        /// The OCI layout's directory (created if missing; other images in it are kept).
+        dir: Option<PathBuf>,
+        /// oci (default) or docker-archive.
+        #[arg(long, default_value = "oci")]
+        format: String,
+        /// The file to write (docker-archive), or the layout's directory (oci).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
     },
     /// Mount an image's layers read-only at DIR (every write fails with EROFS).
     Mount { name: String, dir: PathBuf },
@@ -362,6 +381,12 @@ fn image_cmd(root: &state::Root, c: ImageCmd) -> anyhow::Result<()> {
             no_trunc,
             quiet,
         } => image::history(root, &name, no_trunc, quiet),
+        ImageCmd::Save {
+            name,
+            dir,
+            format,
+            output,
+        } => image::save(root, &name, dir.as_deref(), &format, output.as_deref()),
         ImageCmd::Mount { name, dir } => image::mount(root, &name, &dir),
         ImageCmd::Umount { dir } => image::umount(&dir),
         ImageCmd::Tag { src, dst } => image::tag(root, &src, &dst),
@@ -459,6 +484,8 @@ fn main() {
             Cmd::Stop { time, containers } => {
                 cli::container::each(&containers, |c| container::verbs::stop(&root, c, time))
             }
+            Cmd::Diff { container } => cli::commit::diff(&root, &container),
+            Cmd::Commit(a) => cli::commit::commit(&root, a),
             Cmd::Start { attach, containers } => cli::container::start(&root, attach, &containers),
             Cmd::Inspect { containers } => cli::container::inspect(&root, &containers),
             Cmd::Wait { containers } => cli::container::wait(&root, &containers),

@@ -1,4 +1,4 @@
-//! `strata image import|ls|inspect|history|tag|rm|prune`: the image store from the command line,
+//! `strata image import|ls|inspect|history|save|tag|rm|prune`: the image store from the command line,
 //! with Docker's output formats. Parsing and printing only; the work is in `crate::image`.
 
 use std::io::{IsTerminal, Write};
@@ -12,6 +12,28 @@ pub fn import(root: &Root, source: &str, name: Option<&str>) -> Result<()> {
     let mut progress = import::Progress::new(std::io::stdout().is_terminal());
     let id = import::import(root, source, name, &mut progress)?;
     println!("{id}");
+    Ok(())
+}
+
+pub fn save(
+    root: &Root,
+    name: &str,
+    dir: Option<&std::path::Path>,
+    format: &str,
+    output: Option<&std::path::Path>,
+) -> Result<()> {
+    use crate::image::save::{save, Format};
+    let format = match format {
+        "oci" => Format::Oci,
+        "docker-archive" => Format::DockerArchive,
+        f => bail!("--format {f:?}: oci or docker-archive"),
+    };
+    let out = match (dir, output) {
+        (Some(_), Some(_)) => bail!("give DIR or -o, not both"),
+        (Some(d), None) | (None, Some(d)) => d,
+        (None, None) => bail!("image save: where to? DIR or -o FILE"),
+    };
+    save(root, name, format, out).map_err(|e| e.context(format!("save {name}")))?;
     Ok(())
 }
 

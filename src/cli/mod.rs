@@ -1,5 +1,6 @@
 //! One file per verb group. Later verb groups (run, exec, image, ...) go beside these.
 
+pub mod commit;
 pub mod container;
 pub mod image;
 pub mod mount;

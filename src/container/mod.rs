@@ -6,6 +6,7 @@ pub mod etc;
 pub mod exec;
 pub mod grafts;
 pub mod inspect;
+pub mod layers;
 pub mod monitor;
 pub mod mount;
 pub mod records;

@@ -97,6 +97,7 @@ pub fn unpack_layer(
     want_diff: Option<&str>,
 ) -> Result<NewLayer> {
     let tmp = store.tmp_layer()?;
+    let split = super::split::Split::create(&tmp.split_path())?;
     let mut outer = Hashing::new(blob);
     let done = {
         let inner = match compression {
@@ -104,9 +105,10 @@ pub fn unpack_layer(
             None => decompressed(&mut outer),
         };
         inner.and_then(|inner| {
-            let mut h = Hashing::new(inner);
-            let u = super::tar::unpack(&mut h, &tmp.path)?;
+            let mut h = Hashing::new(split.reader(inner));
+            let u = super::tar::unpack_split(&mut h, &tmp.path, Some(split.clone()))?;
             let (d, _) = h.finish().context("reading the layer")?;
+            split.finish().context("layer record")?;
             Ok((d, u))
         })
     };

@@ -10,18 +10,30 @@
 //! - `reference`: NAME[:TAG] as Docker's reference grammar has it, and id prefixes
 //! - `ops`: ls, inspect, history, tag, rm and prune, as data the CLI prints; `filter`: ls's filters
 //! - `mount`: `image mount`, the layers as a read-only union through daemon/
+//! - `save`: `image save`, an OCI layout or a docker-archive written from the store
+//! - `split`: the record of a layer tar besides its files' data, to write it again whole
+//! - `changes`: what a container changed, read from its upper; `diff` prints it
+//! - `commit`: a container's changes as a new image; `commit_tar` writes them as a layer tar,
+//!   `instructions` applies `-c`
 
 pub mod at;
+pub mod changes;
+pub mod commit;
+pub mod commit_tar;
 pub mod config;
+pub mod diff;
 pub mod digest;
 pub mod docker_archive;
 pub mod filter;
 pub mod import;
+pub mod instructions;
 pub mod mount;
 pub mod oci;
 pub mod ops;
 pub mod pack;
 pub mod reference;
 pub mod rootfs;
+pub mod save;
+pub mod split;
 pub mod store;
 pub mod tar;

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs;
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
@@ -20,14 +21,19 @@ pub fn pack(dir: &Path, w: impl Write) -> Result<()> {
     let mut b = tar::Builder::new(w);
     b.mode(tar::HeaderMode::Complete);
     let mut links = HashMap::new();
-    // The root directory first, as "./": the layer root keeps its mode, owner and times.
+    root_entry(&mut b, dir)?;
+    walk(&mut b, dir, Path::new(""), &mut links)?;
+    b.into_inner().context("finishing the layer tar")?.flush()?;
+    Ok(())
+}
+
+/// The root directory first, as "./": the layer root keeps its mode, owner and times.
+pub fn root_entry<W: Write>(b: &mut tar::Builder<W>, dir: &Path) -> Result<()> {
     let md = fs::symlink_metadata(dir).with_context(|| format!("{}", dir.display()))?;
     let mut h = header_of(&md);
     h.set_entry_type(EntryType::Directory);
-    pax_xattrs(&mut b, dir)?;
+    pax_xattrs(b, dir)?;
     b.append_data(&mut h, ".", std::io::empty())?;
-    walk(&mut b, dir, Path::new(""), &mut links)?;
-    b.into_inner().context("finishing the layer tar")?.flush()?;
     Ok(())
 }
 
@@ -44,37 +50,80 @@ fn walk<W: Write>(
         .collect::<std::io::Result<_>>()
         .with_context(|| format!("{}", dir.display()))?;
     names.sort();
+    let dfd = fs::File::open(&dir).with_context(|| format!("{}", dir.display()))?;
     for n in names {
         let r = rel.join(&n);
-        let p = root.join(&r);
-        let md = fs::symlink_metadata(&p).with_context(|| format!("{}", p.display()))?;
+        if entry(b, dfd.as_raw_fd(), &n, &root.join(&r), &r, links, true)? {
+            walk(b, root, &r, links)?;
+        }
+    }
+    Ok(())
+}
+
+/// Append one entry: `p` (named `n` in the directory open at `dfd`) as `r` in the tar, its
+/// file data only with `data` (a mountpoint keeps its entry, not what is below or in it).
+/// Hard links of a file already written become links to its first name. Returns whether it
+/// is a directory (whose content the caller walks).
+pub fn entry<W: Write>(
+    b: &mut tar::Builder<W>,
+    dfd: std::os::fd::RawFd,
+    n: &std::ffi::OsStr,
+    p: &Path,
+    r: &Path,
+    links: &mut HashMap<(u64, u64), std::path::PathBuf>,
+    data: bool,
+) -> Result<bool> {
+    {
+        let md = fs::symlink_metadata(p).with_context(|| format!("{}", p.display()))?;
         let ft = md.file_type();
         let mut h = header_of(&md);
-        pax_xattrs(b, &p)?;
+        // Unprivileged layers keep refused owners (and device types) in the override xattr.
+        let mut st = sys::fstatat(dfd, n).map_err(std::io::Error::from_raw_os_error)?;
+        crate::union::xattr::apply_override(dfd, n, &mut st);
+        h.set_uid(st.st_uid as u64);
+        h.set_gid(st.st_gid as u64);
+        h.set_mode(st.st_mode & 0o7777);
+        let stood_in = ft.is_file() && st.st_mode & libc::S_IFMT != libc::S_IFREG;
+        pax_xattrs(b, p)?;
         let what = || format!("{}", p.display());
         if !ft.is_dir() && md.nlink() > 1 {
             let key = (md.dev(), md.ino());
             if let Some(first) = links.get(&key) {
                 h.set_entry_type(EntryType::Link);
-                b.append_link(&mut h, &r, first).with_context(what)?;
-                continue;
+                b.append_link(&mut h, r, first).with_context(what)?;
+                return Ok(false);
             }
-            links.insert(key, r.clone());
+            links.insert(key, r.to_path_buf());
         }
         if ft.is_dir() {
             h.set_entry_type(EntryType::Directory);
-            b.append_data(&mut h, &r, std::io::empty())
+            b.append_data(&mut h, r, std::io::empty())
                 .with_context(what)?;
-            walk(b, root, &r, links)?;
+            return Ok(true);
+        } else if stood_in {
+            // A device node an unprivileged import could not make: an empty file stands in.
+            h.set_entry_type(match st.st_mode & libc::S_IFMT {
+                libc::S_IFCHR => EntryType::Char,
+                libc::S_IFBLK => EntryType::Block,
+                _ => EntryType::Fifo,
+            });
+            h.set_device_major(0)?;
+            h.set_device_minor(0)?;
+            b.append_data(&mut h, r, std::io::empty())
+                .with_context(what)?;
+        } else if ft.is_file() && !data {
+            h.set_entry_type(EntryType::Regular);
+            b.append_data(&mut h, r, std::io::empty())
+                .with_context(what)?;
         } else if ft.is_file() {
             h.set_entry_type(EntryType::Regular);
             h.set_size(md.len());
-            let f = fs::File::open(&p).with_context(what)?;
-            b.append_data(&mut h, &r, f).with_context(what)?;
+            let f = fs::File::open(p).with_context(what)?;
+            b.append_data(&mut h, r, f).with_context(what)?;
         } else if ft.is_symlink() {
             h.set_entry_type(EntryType::Symlink);
-            let t = fs::read_link(&p).with_context(what)?;
-            b.append_link(&mut h, &r, t).with_context(what)?;
+            let t = fs::read_link(p).with_context(what)?;
+            b.append_link(&mut h, r, t).with_context(what)?;
         } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
             h.set_entry_type(if ft.is_char_device() {
                 EntryType::Char
@@ -86,16 +135,15 @@ fn walk<W: Write>(
             let rdev = md.rdev();
             h.set_device_major(libc::major(rdev))?;
             h.set_device_minor(libc::minor(rdev))?;
-            b.append_data(&mut h, &r, std::io::empty())
+            b.append_data(&mut h, r, std::io::empty())
                 .with_context(what)?;
         } else if ft.is_socket() {
             // Sockets do not go in image layers (Docker and umoci leave them out too).
-            continue;
         } else {
             bail!("{}: unsupported file type", p.display());
         }
     }
-    Ok(())
+    Ok(false)
 }
 
 /// A header with an entry's owner, mode and mtime (nanoseconds in a PAX record would make

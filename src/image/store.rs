@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! layers/sha256/<diff_id>/        one unpacked layer, shared by every image that names it
+//! layers/split/<diff_id hex>      the record of the layer's tar besides its files' data (split)
 //! layers/tmp/<pid>-<n>/           layers being unpacked; renamed into place once verified
 //! images/sha256/<id>/config.json  the image config blob (its sha256 is the image id)
 //! images/sha256/<id>/record.json  layer list with sizes, manifest digest, source, import time
@@ -70,8 +71,18 @@ pub struct TmpLayer {
     pub path: PathBuf,
 }
 
+impl TmpLayer {
+    /// The layer tar's record (`split`), beside the directory until both are put in place.
+    pub fn split_path(&self) -> PathBuf {
+        let mut p = self.path.clone().into_os_string();
+        p.push(".split");
+        PathBuf::from(p)
+    }
+}
+
 impl Drop for TmpLayer {
     fn drop(&mut self) {
+        let _ = fs::remove_file(self.split_path());
         if let (Some(parent), Some(name)) = (self.path.parent(), self.path.file_name()) {
             if let Ok(fd) = open_dir_path(parent) {
                 let _ = remove_all(fd.as_raw_fd(), name);
@@ -111,6 +122,11 @@ impl Store {
 
     fn tags_file(&self) -> PathBuf {
         self.path.join("images/repositories.json")
+    }
+
+    /// The record of the tar a layer was unpacked from (`split`), if it was kept.
+    pub fn split_path(&self, diff_id: &str) -> Result<PathBuf> {
+        Ok(self.path.join("layers/split").join(sha256_hex(diff_id)?))
     }
 
     pub fn layer_path(&self, diff_id: &str) -> Result<PathBuf> {
@@ -192,6 +208,11 @@ impl Store {
             let ldst = self.layer_path(diff_id)?;
             match t {
                 Some(t) if !ldst.exists() => {
+                    // The record first: a layer in place without one is only saved by `pack`.
+                    if t.split_path().exists() {
+                        fs::create_dir_all(self.path.join("layers/split"))?;
+                        fs::rename(t.split_path(), self.split_path(diff_id)?)?;
+                    }
                     fs::rename(&t.path, &ldst).with_context(|| format!("layer {diff_id}"))?
                 }
                 Some(_) => {}
@@ -306,6 +327,7 @@ impl Store {
             );
             fs::rename(dir.join(&name), self.tmp_dir().join(&doomed))?;
             remove_all(tmp_fd.as_raw_fd(), OsStr::new(&doomed))?;
+            let _ = fs::remove_file(self.path.join("layers/split").join(&name));
             gone.push(diff_id);
         }
         if !gone.is_empty() {

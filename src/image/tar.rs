@@ -55,10 +55,22 @@ struct Unpacker {
     /// The last parent directory opened, the common case for consecutive entries.
     cache: Option<(PathBuf, OwnedFd)>,
     out: Unpacked,
+    /// Told where each file's data is, to keep the rest of the tar (`split`).
+    split: Option<super::split::Split>,
 }
 
 /// Unpack the (uncompressed) layer tar `r` into the existing, empty directory `dir`.
+#[cfg(test)]
 pub fn unpack(r: impl Read, dir: &Path) -> Result<Unpacked> {
+    unpack_split(r, dir, None)
+}
+
+/// The same, telling `split` where each regular file's data is in the stream.
+pub fn unpack_split(
+    r: impl Read,
+    dir: &Path,
+    split: Option<super::split::Split>,
+) -> Result<Unpacked> {
     let root = open_dir_path(dir)?;
     let mut u = Unpacker {
         root,
@@ -67,6 +79,7 @@ pub fn unpack(r: impl Read, dir: &Path) -> Result<Unpacked> {
         dirs: BTreeMap::new(),
         cache: None,
         out: Unpacked::default(),
+        split,
     };
     let mut ar = tar::Archive::new(r);
     for e in ar.entries().context("reading the layer tar")? {
@@ -254,6 +267,12 @@ impl Unpacker {
         .map_err(errno)
         .context("create")?;
         let mut f = File::from(fd);
+        // A sparse file's data is not laid out as the file is: its bytes are kept as they are.
+        if let Some(s) = &self.split {
+            if e.header().entry_type() != EntryType::GNUSparse {
+                s.file(rel, e.size()).context("layer record")?;
+            }
+        }
         self.out.size += std::io::copy(e, &mut f).context("writing its data")?;
         let fd = f.as_raw_fd();
         let check = |r: i32, what: &'static str| {
