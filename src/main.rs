@@ -9,6 +9,7 @@ mod inode;
 mod launcher;
 mod state;
 mod sys;
+mod time;
 mod union;
 mod volume;
 
