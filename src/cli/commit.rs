@@ -22,9 +22,10 @@ pub struct CommitArgs {
     /// LABEL, USER, VOLUME, WORKDIR (repeatable).
     #[arg(short, long = "change", value_name = "INSTRUCTION")]
     pub changes: Vec<String>,
-    /// Accepted for Docker compatibility: strata reads the upper without pausing.
-    #[arg(short, long)]
-    pub pause: bool,
+    /// strata commits without pausing the container: `--pause=false` says so; asking for a
+    /// pause (`-p`, `--pause=true`) is refused.
+    #[arg(short, long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    pub pause: Option<bool>,
     pub container: String,
     /// NAME[:TAG] for the new image (untagged without it).
     pub name: Option<String>,
@@ -40,6 +41,11 @@ pub fn diff(root: &Root, container: &str) -> Result<()> {
 }
 
 pub fn commit(root: &Root, a: CommitArgs) -> Result<()> {
+    if a.pause == Some(true) {
+        anyhow::bail!(
+            "commit --pause is not supported: strata reads the container's upper without pausing it (--pause=false)"
+        );
+    }
     let t = target(root, &a.container)?;
     let id = image::commit::commit(
         root,
