@@ -57,6 +57,30 @@ fn diff_prints_dockers_lines_for_each_kind_of_change() {
     });
 }
 
+/// An image without /etc: the /etc that holds the generated hosts, hostname and resolv.conf is
+/// the runtime's (Docker's init layer), not the container's change.
+#[test]
+fn diff_leaves_out_the_directory_made_for_the_generated_files() {
+    with_timeout(T, "diff without /etc", || {
+        let f = fx();
+        fs::remove_dir_all(f.rootfs.join("etc")).unwrap();
+        let o = f.run(
+            &["--name", "noetc"],
+            &[
+                "sh",
+                "-c",
+                "echo hi > /greeting; cat /etc/hostname >/dev/null",
+            ],
+        );
+        assert!(o.ok(), "{}", o.describe());
+        assert_eq!(ok(&f, &["diff", "noetc"]), "A /greeting\n");
+        // A change of its own inside it is shown, with the directory.
+        let o = f.run(&["--name", "own"], &["sh", "-c", "echo x > /etc/own"]);
+        assert!(o.ok(), "{}", o.describe());
+        assert_eq!(ok(&f, &["diff", "own"]), "A /etc\nA /etc/own\n");
+    });
+}
+
 #[test]
 fn commit_makes_an_image_of_the_change_that_reads_back_as_the_container_saw_it() {
     with_timeout(T, "commit", || {

@@ -245,6 +245,11 @@ impl Walker {
                     l.st_mode != st.st_mode || l.st_uid != st.st_uid || l.st_gid != st.st_gid
                 }
             };
+            // A directory the runtime made only to hold generated files (/etc in an image
+            // without one): Docker's init layer has it, the container's changes do not.
+            if lower.is_none() && !below && self.only_generated(&path)? {
+                continue;
+            }
             if below || own {
                 let kind = if lower.is_some() {
                     Kind::Changed
@@ -265,6 +270,17 @@ impl Walker {
             }
         }
         Ok(kept)
+    }
+
+    /// Is the upper's directory `rel` the parent of generated files and holds nothing else?
+    fn only_generated(&self, rel: &Path) -> Result<bool> {
+        if !GENERATED.iter().any(|g| Path::new(g).parent() == Some(rel)) {
+            return Ok(false);
+        }
+        let names = self.upper_names(rel)?;
+        Ok(names
+            .iter()
+            .all(|n| GENERATED.iter().any(|g| Path::new(g) == rel.join(n))))
     }
 
     fn push(&mut self, path: PathBuf, kind: Kind, from: From, opaque: bool) {
