@@ -98,6 +98,15 @@ pub fn volume(s: &str) -> Result<Graft> {
     let parts: Vec<&str> = s.split(':').collect();
     let (src, dst, opts) = match parts.as_slice() {
         [dst] => (None, *dst, ""),
+        // Docker's `-v /data:ro`: an anonymous volume with options, not a bind of /data.
+        [dst, opts]
+            if !opts.starts_with('/')
+                && opts
+                    .split(',')
+                    .all(|o| matches!(o, "ro" | "readonly" | "rw" | "nocopy")) =>
+        {
+            (None, *dst, *opts)
+        }
         [src, dst] => (Some(*src), *dst, ""),
         [src, dst, opts] => (Some(*src), *dst, *opts),
         _ => bail!("{given}: expected [NAME:]TARGET[:OPTIONS]"),
@@ -284,6 +293,12 @@ mod tests {
         assert_eq!(v.source, Source::Volume(Some("db".into())));
         assert!(v.nocopy && !v.read_only);
         assert_eq!(volume("/cache").unwrap().source, Source::Volume(None));
+        // An anonymous volume with options, as Docker reads `-v /cache:ro`.
+        let a = volume("/cache:ro").unwrap();
+        assert_eq!(a.source, Source::Volume(None));
+        assert_eq!(a.target, Path::new("/cache"));
+        assert!(a.read_only);
+        assert!(volume("/cache:nocopy").unwrap().nocopy);
         assert_eq!(
             volume("/host:/in").unwrap().source,
             Source::Bind("/host".into())
