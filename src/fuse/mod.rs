@@ -2,11 +2,10 @@
 //! lives here.
 
 use std::ffi::OsStr;
-use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
@@ -16,9 +15,15 @@ use fuser::{
 };
 
 use crate::union::dir::{Caller, NewEntry};
-use crate::union::file::{SetAttr, SetTime};
+use crate::union::file::SetAttr;
 use crate::union::graft::Tree;
-use crate::union::{Union, ROOT_ID};
+use crate::union::ROOT_ID;
+
+mod convert;
+mod passthrough;
+pub use convert::{attr, kind_of};
+use convert::{caller, done, err, id, set_time, xattr_reply};
+use passthrough::Backing;
 
 /// How long the kernel may cache entries (negative ones too) and attributes. Lower layers are
 /// immutable and every change to the upper goes through this daemon, whose replies keep the
@@ -48,12 +53,6 @@ pub struct StrataFs {
 /// How many reader threads `users` remembers before it starts afresh.
 const USERS_KEPT: usize = 4096;
 
-struct Backing {
-    id: Arc<fuser::BackingId>,
-    upper: bool,
-    opens: usize,
-}
-
 impl StrataFs {
     /// Thread `pid` stats what it lists: its listings come with attributes (`readdirplus`).
     fn uses_attributes(&self, pid: u32) {
@@ -76,132 +75,6 @@ impl StrataFs {
             no_opendir: false,
         }
     }
-
-    /// The backing id to pass through `fh` with, if passthrough applies. `None` with `direct` set
-    /// means: the node is passed through to another layer's file (a read-only open below
-    /// that is still open after a copy-up), so this open must bypass the page cache.
-    fn backing_for(
-        &self,
-        fs: &Union,
-        fh: u64,
-        open_backing: impl FnOnce(&OwnedFd) -> std::io::Result<fuser::BackingId>,
-    ) -> (Option<Arc<fuser::BackingId>>, bool) {
-        if !self.passthrough {
-            return (None, false);
-        }
-        let Ok(h) = fs.handle(fh) else {
-            return (None, false);
-        };
-        let mut map = self.backing.lock().unwrap();
-        if let Some(b) = map.get_mut(&h.id) {
-            if b.upper == h.upper {
-                b.opens += 1;
-                return (Some(b.id.clone()), false);
-            }
-            return (None, true);
-        }
-        match open_backing(&h.fd) {
-            Ok(id) => {
-                let id = Arc::new(id);
-                map.insert(
-                    h.id,
-                    Backing {
-                        id: id.clone(),
-                        upper: h.upper,
-                        opens: 1,
-                    },
-                );
-                (Some(id), false)
-            }
-            Err(e) => {
-                log::debug!("passthrough refused for node {}: {e}", h.id);
-                (None, false)
-            }
-        }
-    }
-
-    fn release_backing(&self, id: u64, fh: u64) {
-        if !self.passthrough {
-            return;
-        }
-        let (_, fs, _) = self.tree.route(id);
-        let mut map = self.backing.lock().unwrap();
-        let passed = fs
-            .handle(fh)
-            .map(|h| map.get(&id).is_some_and(|b| b.upper == h.upper))
-            .unwrap_or(false);
-        if passed {
-            if let Some(b) = map.get_mut(&id) {
-                b.opens -= 1;
-                if b.opens == 0 {
-                    map.remove(&id);
-                }
-            }
-        }
-    }
-}
-
-fn err(e: i32) -> Errno {
-    Errno::from_i32(e)
-}
-
-fn time(sec: i64, nsec: i64) -> SystemTime {
-    if sec >= 0 {
-        UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
-    } else {
-        UNIX_EPOCH - Duration::from_secs((-sec) as u64) + Duration::from_nanos(nsec as u64)
-    }
-}
-
-pub fn kind_of(mode: u32) -> FileType {
-    match mode & libc::S_IFMT {
-        libc::S_IFDIR => FileType::Directory,
-        libc::S_IFLNK => FileType::Symlink,
-        libc::S_IFIFO => FileType::NamedPipe,
-        libc::S_IFCHR => FileType::CharDevice,
-        libc::S_IFBLK => FileType::BlockDevice,
-        libc::S_IFSOCK => FileType::Socket,
-        _ => FileType::RegularFile,
-    }
-}
-
-pub fn attr(st: &libc::stat) -> FileAttr {
-    FileAttr {
-        ino: INodeNo(st.st_ino),
-        size: st.st_size as u64,
-        blocks: st.st_blocks as u64,
-        atime: time(st.st_atime, st.st_atime_nsec),
-        mtime: time(st.st_mtime, st.st_mtime_nsec),
-        ctime: time(st.st_ctime, st.st_ctime_nsec),
-        crtime: time(st.st_ctime, st.st_ctime_nsec),
-        kind: kind_of(st.st_mode),
-        perm: (st.st_mode & 0o7777) as u16,
-        nlink: st.st_nlink as u32,
-        uid: st.st_uid,
-        gid: st.st_gid,
-        rdev: st.st_rdev as u32,
-        blksize: st.st_blksize as u32,
-        flags: 0,
-    }
-}
-
-fn id(ino: INodeNo) -> u64 {
-    ino.0
-}
-
-fn caller(req: &Request) -> Caller {
-    Caller {
-        uid: req.uid(),
-        gid: req.gid(),
-        pid: req.pid(),
-    }
-}
-
-fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
-    t.map(|t| match t {
-        TimeOrNow::Now => SetTime::Now,
-        TimeOrNow::SpecificTime(t) => SetTime::At(t),
-    })
 }
 
 impl StrataFs {
@@ -891,23 +764,5 @@ impl Filesystem for StrataFs {
             Ok(o) => reply.offset(o),
             Err(e) => reply.error(err(e)),
         }
-    }
-}
-
-/// Reply to a request that returns nothing but success or an errno.
-fn done(reply: ReplyEmpty, r: Result<(), i32>) {
-    match r {
-        Ok(()) => reply.ok(),
-        Err(e) => reply.error(err(e)),
-    }
-}
-
-fn xattr_reply(reply: ReplyXattr, size: u32, v: &[u8]) {
-    if size == 0 {
-        reply.size(v.len() as u32);
-    } else if (size as usize) < v.len() {
-        reply.error(Errno::ERANGE);
-    } else {
-        reply.data(v);
     }
 }
