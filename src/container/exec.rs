@@ -61,16 +61,5 @@ pub fn exec(root: &Root, req: ExecRequest) -> Result<Outcome> {
     let r = started.release();
     let code = monitor::wait(pid);
     monitor::stop_proxy();
-    Ok(match r {
-        Ok(()) => Outcome {
-            detached: None,
-            code,
-            error: None,
-        },
-        Err(f) => Outcome {
-            detached: None,
-            code: f.code,
-            error: Some(f.msg),
-        },
-    })
+    Ok(Outcome::waited(code, r))
 }

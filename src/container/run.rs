@@ -50,6 +50,24 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
+impl Outcome {
+    /// A foreground process's end: its exit code, or the launcher's failure to start it.
+    pub fn waited(code: i32, started: Result<(), Failure>) -> Outcome {
+        match started {
+            Ok(()) => Outcome {
+                detached: None,
+                code,
+                error: None,
+            },
+            Err(f) => Outcome {
+                detached: None,
+                code: f.code,
+                error: Some(f.msg),
+            },
+        }
+    }
+}
+
 /// Told once the container's command runs, or why it could not (`run -d` waits for it).
 pub type Notify<'a> = &'a dyn Fn(&Result<(), Failure>);
 
@@ -272,18 +290,7 @@ fn start_and_wait(
     }
     let code = monitor::wait(pid);
     monitor::stop_proxy();
-    Ok(match started {
-        Ok(()) => Outcome {
-            detached: None,
-            code,
-            error: None,
-        },
-        Err(f) => Outcome {
-            detached: None,
-            code: f.code,
-            error: Some(f.msg),
-        },
-    })
+    Ok(Outcome::waited(code, started))
 }
 
 /// Cgroup, mount, and (with `remove`) the record: each is tried even if another fails.

@@ -336,7 +336,7 @@ impl Walker {
         let Some(origin) = origin else {
             return Ok(());
         };
-        let mut seen: Vec<OsString> = self
+        let seen: Vec<OsString> = self
             .upper_names(rel)?
             .into_iter()
             .map(|n| {
@@ -347,45 +347,18 @@ impl Walker {
                 }
             })
             .collect();
-        for i in 0..self.lowers.len() {
-            let Ok(fd) = self.lowers[i].dir(&origin) else {
-                continue;
-            };
-            let names = lower_names(&fd)?;
-            for n in names {
-                if n == WH_OPAQUE || seen.contains(&n) {
-                    continue;
-                }
-                if is_whiteout_name(&n) {
-                    seen.push(OsStr::from_bytes(&n.as_bytes()[4..]).to_os_string());
-                    continue;
-                }
-                seen.push(n.clone());
-                let Some(st) = sys::stat_opt(fd.as_raw_fd(), &n).map_err(errno)? else {
-                    continue;
-                };
-                if sys::is_whiteout_dev(&st) {
-                    continue;
-                }
-                let path = rel.join(&n);
-                let host = self.lowers[i].path.join(origin.join(&n));
-                if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-                    self.push(path.clone(), Kind::Added, From::Path(host), false);
-                    self.lower_tree(i, &origin.join(&n), &path)?;
-                } else {
-                    self.push(path, Kind::Added, From::Path(host), false);
-                }
-            }
-            if is_opaque_dir(&fd)? {
-                break;
-            }
-        }
-        Ok(())
+        self.lower_tree(0, &origin, rel, seen)
     }
 
-    /// A lower directory's merged content (layers `i` and below), added at `dst`.
-    fn lower_tree(&mut self, i: usize, src: &Path, dst: &Path) -> Result<()> {
-        let mut seen: Vec<OsString> = Vec::new();
+    /// A lower directory's merged content (layers `i` and below), added at `dst`, but for the
+    /// names in `seen` (shown or whited out above it).
+    fn lower_tree(
+        &mut self,
+        i: usize,
+        src: &Path,
+        dst: &Path,
+        mut seen: Vec<OsString>,
+    ) -> Result<()> {
         for j in i..self.lowers.len() {
             let Ok(fd) = self.lowers[j].dir(src) else {
                 continue;
@@ -409,7 +382,7 @@ impl Walker {
                 let path = dst.join(&n);
                 if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
                     self.push(path.clone(), Kind::Added, From::Path(host), false);
-                    self.lower_tree(j, &src.join(&n), &path)?;
+                    self.lower_tree(j, &src.join(&n), &path, Vec::new())?;
                 } else {
                     self.push(path, Kind::Added, From::Path(host), false);
                 }

@@ -409,7 +409,7 @@ impl Union {
             ..*a
         };
         // Unlinked, and still open: ftruncate, fchmod, fchown and futimens act on the file.
-        if self.path_of(id) == Err(libc::ENOENT) {
+        if id != super::ROOT_ID && self.node(id)?.st.read().unwrap().names.is_empty() {
             return self.setattr_open_unlinked(id, a);
         }
         self.copy_up_for_write(id, a.size == Some(0))?;
