@@ -386,6 +386,12 @@ fn create_then_start_and_restart() {
     assert_eq!(f.verb(&["start", "later"]).stdout, "later\n");
     assert_eq!(f.state_of(&id).unwrap()["status"], "running");
     let pid = f.state_of(&id).unwrap()["pid"].as_i64().unwrap() as i32;
+    // The first run must have written its line before it is killed, or the
+    // second run counts one line, not two.
+    assert!(wait_until(Duration::from_secs(10), || f
+        .verb(&["logs", "later"])
+        .stdout
+        == "1\n"));
     let o = f.verb(&["restart", "-t", "0", "later"]);
     assert_eq!(o.stdout, "later\n", "{}", o.describe());
     assert!(!proc_alive(pid));
