@@ -248,3 +248,40 @@ fn strata_umount_of_something_else_is_an_error() {
         out.stderr
     );
 }
+
+#[test]
+fn the_daemon_keeps_none_of_the_callers_descriptors() {
+    // `flock LOCK strata mount ...` holds LOCK while strata mount runs; once it returns the
+    // lock must be free, not held for the mount's life by a daemon that inherited it.
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let mut m = fixture().prepare();
+    let lock_path = m.base.join("lock");
+    let lock = std::fs::File::create(&lock_path).unwrap();
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let fd = lock.as_raw_fd();
+    let mut cmd = m.mount_cmd();
+    unsafe {
+        cmd.pre_exec(move || {
+            // As flock(1) passes it: open in the command, not close-on-exec.
+            if libc::dup2(fd, 9) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = try_run_cmd(&mut cmd, Duration::from_secs(60)).expect("strata mount hung");
+    if fuse_mounted(&m.mnt) {
+        m.adopt_mount();
+    }
+    assert!(out.ok(), "{}", out.describe());
+    drop(lock);
+    let again = std::fs::File::open(&lock_path).unwrap();
+    assert_eq!(
+        unsafe { libc::flock(again.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        0,
+        "the caller's lock is still held after strata mount returned (by pids {:?})",
+        strata_pids(&m.mnt)
+    );
+    m.run(|c| assert_eq!(read(c.p("hello")), "hello from lower0\n"));
+}

@@ -43,6 +43,7 @@ pub fn start(root: &Root, store: &Store, config: &Config, fresh: bool) -> Result
         -1 => bail!("fork: {}", std::io::Error::last_os_error()),
         0 => {
             drop(rd);
+            crate::fds::close_inherited();
             unsafe { libc::setsid() };
             let tell = |f: Option<&Failure>| {
                 let line = match f {

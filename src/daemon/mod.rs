@@ -185,6 +185,7 @@ pub fn mount(req: MountRequest) -> Result<()> {
         -1 => bail!("fork: {}", std::io::Error::last_os_error()),
         0 => {
             drop(rd);
+            crate::fds::close_inherited();
             unsafe { libc::setsid() };
             let code = match daemon_child(&layout, &req, &wr) {
                 Ok(()) => 0,
