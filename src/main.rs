@@ -3,6 +3,7 @@
 mod cli;
 mod container;
 mod daemon;
+mod fds;
 mod fuse;
 mod image;
 mod inode;
@@ -397,6 +398,21 @@ fn image_cmd(root: &state::Root, c: ImageCmd) -> anyhow::Result<()> {
 }
 
 fn main() {
+    fds::note_inherited();
+    real_main();
+    finish(0)
+}
+
+/// Ends the process once its output is flushed, skipping the C++ static destructors that
+/// RocksDB links in: they only free memory, and cost every short command about a millisecond.
+fn finish(code: i32) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    unsafe { libc::_exit(code) }
+}
+
+fn real_main() {
     let argv: Vec<String> = std::env::args().collect();
     let prog = argv
         .first()
@@ -405,7 +421,7 @@ fn main() {
     if prog.starts_with("umount.") {
         if let Err(e) = umount_helper(&argv[1..]) {
             eprintln!("strata: {}", format!("{e:#}").replace('\n', " "));
-            std::process::exit(1);
+            finish(1);
         }
         return;
     }
@@ -420,25 +436,30 @@ fn main() {
         || argv.iter().any(|a| {
             a.starts_with("-olowerdir=") || a.starts_with("-o") && a.contains(",lowerdir=")
         });
+    // Built once: building clap's command for every verb is a good part of a short command.
+    let mut command = <Cli as clap::CommandFactory>::command();
     let is_verb = (first == "mount" || !mount_options)
         && (first.is_empty()
             || first.starts_with("--root")
             || matches!(first, "help" | "--help" | "-h" | "--version" | "-V")
-            || <Cli as clap::CommandFactory>::command()
+            || command
                 .get_subcommands()
                 .any(|c| c.get_name() == first || c.get_all_aliases().any(|a| a == first)));
     // Not a verb, and no -o: not a fuse-overlayfs command line either.
     if !is_verb && !argv[1..].iter().any(|a| a.starts_with("-o")) {
         eprintln!("strata: unknown command '{first}' (strata --help lists them)");
-        std::process::exit(1);
+        finish(1);
     }
     let result = if is_verb {
-        let cli = match Cli::try_parse_from(cli::container::end_flags_at_positional(argv.clone())) {
+        let parsed = command
+            .try_get_matches_from_mut(cli::container::end_flags_at_positional(argv.clone()))
+            .and_then(|mut m| <Cli as clap::FromArgMatches>::from_arg_matches_mut(&mut m));
+        let cli = match parsed {
             Ok(c) => c,
             // Docker's code for a bad `run` command line is 125, as for any failure of its own.
             Err(e) if argv.iter().any(|a| a == "run" || a == "create") && e.use_stderr() => {
                 let _ = e.print();
-                std::process::exit(125);
+                finish(125);
             }
             Err(e) => e.exit(),
         };
@@ -449,17 +470,17 @@ fn main() {
             Cmd::Volume(v) => volume_cmd(&root, v),
             Cmd::Image(c) => image_cmd(&root, c),
             Cmd::Run(a) => match cli::container::run(&root, *a) {
-                Ok(code) => std::process::exit(code),
+                Ok(code) => finish(code),
                 Err(e) => {
                     eprintln!("strata: {}", format!("{e:#}").replace('\n', " "));
-                    std::process::exit(125);
+                    finish(125);
                 }
             },
             Cmd::Create(a) => match cli::container::create(&root, *a) {
                 Ok(()) => Ok(()),
                 Err(e) => {
                     eprintln!("strata: {}", format!("{e:#}").replace('\n', " "));
-                    std::process::exit(125);
+                    finish(125);
                 }
             },
             Cmd::Restart { time, containers } => cli::container::each(&containers, |c| {
@@ -473,7 +494,7 @@ fn main() {
                 }
             }),
             Cmd::Exec(a) => match cli::container::exec(&root, a) {
-                Ok(code) => std::process::exit(code),
+                Ok(code) => finish(code),
                 Err(e) => Err(e),
             },
             Cmd::Ps { all, quiet } => cli::container::ps(&root, all, quiet),
@@ -510,6 +531,6 @@ fn main() {
     if let Err(e) = result {
         // One line: the whole context chain.
         eprintln!("strata: {}", format!("{e:#}").replace('\n', " "));
-        std::process::exit(1);
+        finish(1);
     }
 }
