@@ -84,7 +84,8 @@ pub(super) fn serve(layout: &Layout, source: Option<&str>, notify: Option<&Owned
     let root = crate::sys::geteuid() == 0;
     let mut lowers = Vec::new();
     for l in &layout.lowers {
-        lowers.push(Layer::open(l).with_context(|| format!("lowerdir {}", l.display()))?);
+        let layer = Layer::open(l).with_context(|| format!("lowerdir {}", l.display()))?;
+        lowers.push(layer.unchanging());
     }
     let (upper, work, inodes, _lock, kernel_wh, trusted) = match (&layout.upper, &layout.work) {
         (Some(u), Some(w)) => {

@@ -5,6 +5,7 @@ use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::sys::{self, Res};
 
@@ -84,6 +85,29 @@ pub struct Layer {
     /// shows its owners as the container's ids on the host, so uidmapping= must not map them
     /// again.
     pub idmapped: bool,
+    /// The directories opened last, for a layer that nothing changes while it is mounted (a
+    /// lower: overlayfs leaves changes to a lower under a mount undefined, and strata never
+    /// writes one). `ls -l` of a directory reads each entry's link and xattrs: one open of
+    /// the directory instead of one per request.
+    recent: Option<Mutex<Vec<(PathBuf, Arc<OwnedFd>)>>>,
+}
+
+/// How many directories a lower keeps open for `dir_shared`.
+const RECENT_DIRS: usize = 8;
+
+/// A directory of a layer, opened for this request or shared from the lower's recent ones.
+pub enum DirRef {
+    Own(OwnedFd),
+    Shared(Arc<OwnedFd>),
+}
+
+impl AsRawFd for DirRef {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            DirRef::Own(f) => f.as_raw_fd(),
+            DirRef::Shared(f) => f.as_raw_fd(),
+        }
+    }
 }
 
 impl Layer {
@@ -95,7 +119,43 @@ impl Layer {
             path: path.to_path_buf(),
             root,
             idmapped,
+            recent: None,
         })
+    }
+
+    /// A layer at an fd opened elsewhere (a detached tmpfs).
+    pub fn from_root(path: PathBuf, root: OwnedFd) -> Layer {
+        Layer {
+            path,
+            root,
+            idmapped: false,
+            recent: None,
+        }
+    }
+
+    /// A layer that stays as it is while mounted (a lower): `dir_shared` may keep its
+    /// directories open.
+    pub fn unchanging(mut self) -> Layer {
+        self.recent = Some(Mutex::new(Vec::with_capacity(RECENT_DIRS)));
+        self
+    }
+
+    /// `dir`, shared with the requests before it where the layer is unchanging.
+    pub fn dir_shared(&self, rel: &Path) -> Res<DirRef> {
+        let Some(recent) = &self.recent else {
+            return self.dir(rel).map(DirRef::Own);
+        };
+        let lock = || recent.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, fd)) = lock().iter().find(|(p, _)| p == rel) {
+            return Ok(DirRef::Shared(fd.clone()));
+        }
+        let fd = Arc::new(self.dir(rel)?);
+        let mut r = lock();
+        if r.len() == RECENT_DIRS {
+            r.remove(0);
+        }
+        r.push((rel.to_path_buf(), fd.clone()));
+        Ok(DirRef::Shared(fd))
     }
 
     /// Open directory `rel` (relative to the layer root) without following any symlink on the

@@ -789,7 +789,7 @@ impl Union {
             Err(e) => return Err(e),
         };
         let (layer, parent, name) = self.top_of(&st, &path);
-        let fd = self.layer(layer).dir(&parent)?;
+        let fd = self.layer(layer).dir_shared(&parent)?;
         let mut s = sys::fstatat(fd.as_raw_fd(), &name)?;
         self.fix_stat(id, &mut s, layer, &path);
         Ok(s)
@@ -809,7 +809,7 @@ impl Union {
         let _g = self.read_ns();
         let (st, path) = self.resolve(id)?;
         let (layer, parent, name) = self.top_of(&st, &path);
-        let fd = self.layer(layer).dir(&parent)?;
+        let fd = self.layer(layer).dir_shared(&parent)?;
         sys::readlinkat(fd.as_raw_fd(), &name)
     }
 

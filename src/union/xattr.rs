@@ -123,7 +123,7 @@ impl Union {
     fn with_top<T>(&self, id: u64, f: impl FnOnce(&std::ffi::CStr, usize) -> Res<T>) -> Res<T> {
         let (st, path) = self.resolve(id)?;
         let (layer, parent, name) = self.top_of(&st, &path);
-        let fd = self.layer(layer).dir(&parent)?;
+        let fd = self.layer(layer).dir_shared(&parent)?;
         let p = sys::xattr_path(fd.as_raw_fd(), &name)?;
         f(&p, layer)
     }

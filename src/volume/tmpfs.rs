@@ -76,11 +76,7 @@ impl Tmpfs {
     pub fn new(size: Option<u64>, mode: u32, seq: usize) -> Result<(Layer, Tmpfs)> {
         match detached(size, mode) {
             Ok(root) => {
-                let layer = Layer {
-                    path: PathBuf::from("tmpfs"),
-                    root,
-                    idmapped: false,
-                };
+                let layer = Layer::from_root(PathBuf::from("tmpfs"), root);
                 return Ok((layer, Tmpfs { dir: None }));
             }
             Err(e) => log::debug!("tmpfs: no detached mount ({e}); using {SHM}"),
