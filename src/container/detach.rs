@@ -3,7 +3,7 @@
 //! command runs, or with Docker's exit code and the reason when it could not start.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use anyhow::{bail, Context, Result};
 
@@ -36,6 +36,26 @@ fn redirect(store: &Store, config: &Config) -> Result<()> {
     Ok(())
 }
 
+/// Close every descriptor the monitor inherited but its stdio and `keep`. A detached container
+/// outlives the command that started it, and whatever that command had open without
+/// close-on-exec (a build's `flock` on a lock file, the write end of a caller's pipe) would stay
+/// open, the lock held and the pipe without its end, for as long as the container runs.
+/// containerd's shim and podman's conmon start with nothing else open, too.
+fn close_inherited(keep: RawFd) {
+    let fds: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(rd) => rd
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect(),
+        Err(_) => return,
+    };
+    for fd in fds {
+        if fd > 2 && fd != keep {
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
 pub fn start(root: &Root, store: &Store, config: &Config, fresh: bool) -> Result<Outcome> {
     let (rd, wr) = pipe()?;
     // Forked while this process has no threads (the mount's daemon is forked from the child).
@@ -43,6 +63,7 @@ pub fn start(root: &Root, store: &Store, config: &Config, fresh: bool) -> Result
         -1 => bail!("fork: {}", std::io::Error::last_os_error()),
         0 => {
             drop(rd);
+            close_inherited(wr.as_raw_fd());
             unsafe { libc::setsid() };
             let tell = |f: Option<&Failure>| {
                 let line = match f {
