@@ -20,6 +20,7 @@ bridge, no iptables); podman with fuse-overlayfs as its overlay mount_program an
 with kernel overlayfs and crun. Each import starts from an empty store (strata: a new state
 root; the others: the image removed, untimed, after each import). Only the standard library."""
 
+import hashlib
 import os
 import resource
 import shutil
@@ -100,6 +101,13 @@ class Engine:
     def setup(self):
         pass
 
+    def ensure_image(self):
+        """The busybox image that run_rm, exec and idle use, loaded (untimed) when first needed:
+        after the import workloads, so that none of them finds its layers already stored."""
+        if not getattr(self, "loaded_image", False):
+            self.load_run_image()
+            self.loaded_image = True
+
     def teardown(self):
         pass
 
@@ -109,8 +117,9 @@ class Engine:
     def run_cmd(self):
         return self.cli + ["run", "--rm", "--network", "none", self.image, "true"]
 
-    def start_idle(self):
-        _, out, _ = self.sh(self.cli + ["run", "-d", "--network", "none", self.image, "sleep", "1000"])
+    def start_idle(self, name):
+        _, out, _ = self.sh(self.cli + ["run", "-d", "--name", name, "--network", "none", self.image,
+                                        "sleep", "1000"])
         return out.strip().splitlines()[-1]
 
     def exec_cmd(self, cid):
@@ -137,6 +146,8 @@ class Strata(Engine):
 
     def setup(self):
         os.makedirs(self.root, exist_ok=True)
+
+    def load_run_image(self):
         self.sh([self.bin, "image", "import", self.eb.inputs["bb"]["archive"], self.image])
 
     def fresh_import_root(self):
@@ -162,8 +173,8 @@ class Strata(Engine):
     def run_cmd(self):
         return [self.bin, "run", "--rm", self.image, "true"]
 
-    def start_idle(self):
-        _, out, _ = self.sh([self.bin, "run", "-d", self.image, "sleep", "1000"])
+    def start_idle(self, name):
+        _, out, _ = self.sh([self.bin, "run", "-d", "--name", name, self.image, "sleep", "1000"])
         return out.strip().splitlines()[-1]
 
     def idle_pids(self):
@@ -209,10 +220,12 @@ class Docker(Engine):
             if os.path.exists(self.sock) and subprocess.run(
                     self.cli + ["version"], env=self.env(), stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL).returncode == 0:
-                self.sh(self.cli + ["load", "-i", self.eb.inputs["bb"]["archive"]])
                 return
             time.sleep(0.2)
         raise bench.BenchError("the private dockerd did not start; see %s/dockerd.log" % self.dir)
+
+    def load_run_image(self):
+        self.sh(self.cli + ["load", "-i", self.eb.inputs["bb"]["archive"]])
 
     def archive_cmd(self, tar, ref):
         return self.cli + ["load", "-i", tar]
@@ -288,8 +301,12 @@ class Podman(Engine):
             f.write('[storage]\ndriver = "overlay"\ngraphroot = "%s/root"\nrunroot = "%s/run"\n' % (d, d))
             if self.fuse:
                 f.write('[storage.options.overlay]\nmount_program = "%s"\n' % shutil.which("fuse-overlayfs"))
+        # Untimed: podman's first command in a storage makes its state database.
+        self.sh(self.cli + ["images"])
+
+    def load_run_image(self):
         self.image = self.loaded(self.sh(self.cli + ["load", "-i", self.eb.inputs["bb"]["archive"]])[1])
-        # One untimed run: podman's first container in a storage makes its state databases.
+        # One untimed run: podman's first container in a storage makes the rest of its state.
         self.sh(self.run_cmd())
 
     def archive_cmd(self, tar, ref):
@@ -435,20 +452,23 @@ class EngineBench:
         return out
 
     def w_run_rm(self, eng):
+        eng.ensure_image()
         t, _, _ = eng.sh(eng.run_cmd())
         return t
 
     def w_exec(self, eng):
+        eng.ensure_image()
         if not getattr(eng, "exec_id", None):
-            eng.exec_id = eng.start_idle()
+            eng.exec_id = eng.start_idle("bench-exec")
         t, _, _ = eng.sh(eng.exec_cmd(eng.exec_id))
         return t
 
     def w_idle(self, eng):
+        eng.ensure_image()
         ids = []
         try:
-            for _ in range(self.idle_n):
-                ids.append(eng.start_idle())
+            for i in range(self.idle_n):
+                ids.append(eng.start_idle("bench-idle-%d" % i))
             time.sleep(2)  # let every container settle into its sleep
             pids = eng.idle_pids()
             rss = pss = 0
@@ -466,7 +486,11 @@ class EngineBench:
     def run(self):
         self.started = datetime.now(timezone.utc)
         self.load_start = open("/proc/loadavg").read().split()[:3]
-        self.strata_version = _sh([self.strata, "--version"], 60)[1].strip()
+        with open(self.strata, "rb") as f:
+            sha = hashlib.sha256(f.read()).hexdigest()[:12]
+        self.strata_version = "%s, binary %s given as %s, sha256 %s…" % (
+            _sh([self.strata, "--version"], 60)[1].strip(), self.strata,
+            os.environ.get("BENCH_STRATA_FROM", self.strata), sha)
         os.makedirs(os.path.join(self.dir, "in"), exist_ok=True)
         self.make_inputs("bb")
         if any(n.startswith("import_big") for n in self.selected):
@@ -600,17 +624,18 @@ class EngineBench:
             L.append("")
         L += ["Command lines (IMAGE: the busybox image; each engine with its own store under `%s`):" % self.dir, "",
               "- strata: `STRATA_ROOT=... strata image import ARCHIVE|OCI-DIR:latest NAME`, "
-              "`strata run --rm IMAGE true`, `strata exec C true`, `strata run -d IMAGE sleep 1000`",
+              "`strata run --rm IMAGE true`, `strata exec C true`, `strata run -d --name bench-idle-N IMAGE sleep 1000`",
               "- docker: `docker -H unix://PRIVATE.sock load -i ARCHIVE`, `docker run --rm --network none IMAGE "
-              "true`, `docker exec C true`, `docker run -d --network none IMAGE sleep 1000`; the daemon: "
+              "true`, `docker exec C true`, `docker run -d --name bench-idle-N --network none IMAGE sleep 1000`; the daemon: "
               "`dockerd --data-root D --exec-root E --pidfile P -H unix://S --bridge=none --iptables=false`",
               "- podman (CONTAINERS_STORAGE_CONF, CONTAINERS_CONF of its own; runtime runc or crun; "
               "mount_program fuse-overlayfs or none): `podman load -i ARCHIVE`, `skopeo copy oci:OCI-DIR:latest "
               "containers-storage:NAME`, `podman run --rm --network none IMAGE true`, `podman exec C true`, "
-              "`podman run -d --network none IMAGE sleep 1000`",
+              "`podman run -d --name bench-idle-N --network none IMAGE sleep 1000`",
               "- the inputs: the rootfs tar imported by strata and saved as an OCI layout (`strata image save`), "
-              "and that layout copied to a docker-archive by skopeo; each import into an empty store (strata: a "
-              "new state root; docker and podman: the image removed after each import, untimed).", ""]
+              "and that layout copied to a docker-archive by skopeo; each import into a store that holds none of its "
+              "layers (strata: a new state root; docker and podman: the imports run before the image of the "
+              "container workloads is loaded, and each imported image is removed, untimed, after it).", ""]
         errs = [(w, e, m) for w, per in self.errors.items() for e, ms in per.items() for m in ms]
         if errs:
             L += ["Errors:", ""]
