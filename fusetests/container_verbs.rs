@@ -404,3 +404,46 @@ fn create_then_start_and_restart() {
     assert!(f.verb(&["rm", "-f", "later"]).ok());
     f.assert_nothing_left();
 }
+
+#[test]
+fn a_detached_container_keeps_nothing_its_caller_had_open() {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    let f = fx();
+    // A pipe whose write end `strata run -d` inherits as fd 7 (as a build's flock hands its
+    // lock to the command it runs): once run has returned and we close our copy, the read
+    // end must see EOF while the container runs on.
+    let mut fds = [0; 2];
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let mut c = f.cmd(&["-d", f.rootfs.to_str().unwrap(), "sleep", "30"]);
+    let w = wr.as_raw_fd();
+    unsafe {
+        c.pre_exec(move || {
+            if libc::dup2(w, 7) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = run_cmd(&mut c, RUN_TIMEOUT);
+    assert!(o.ok(), "{}", o.describe());
+    let id = o.stdout.trim().to_string();
+    drop(wr);
+    let st = f.state_of(&id).unwrap();
+    assert_eq!(st["status"], "running", "{st}");
+    let mut p = libc::pollfd {
+        fd: rd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let n = unsafe { libc::poll(&mut p, 1, 5000) };
+    assert!(
+        n == 1 && p.revents & libc::POLLHUP != 0,
+        "the container's monitor or daemon still holds the caller's fd 7 (poll: {n}, revents {:#x})",
+        p.revents
+    );
+    let o = f.verb(&["rm", "-f", &id]);
+    assert!(o.ok(), "{}", o.describe());
+    f.assert_nothing_left();
+}

@@ -1,8 +1,11 @@
 //! `strata image`: import from every SOURCE kind into the shared layer store, verified against
 //! the digests umoci and skopeo write, and the ls/inspect/history/tag/rm/prune verbs. Images are
-//! built here without network from busybox-static with umoci, skopeo and tar.
+//! built here without network from busybox-static with umoci, skopeo and tar; `docker` checks
+//! both directions against a private Docker 20.10 daemon.
 
 mod common;
+#[path = "images/docker.rs"]
+mod docker;
 #[path = "images/fixture.rs"]
 mod fixture;
 #[path = "images/save.rs"]

@@ -38,6 +38,12 @@ pub fn mount_root(
     dir: &Path,
 ) -> Result<RootMount> {
     let merged = dir.join("merged");
+    // A container's daemon mostly waits, and there is one per container. glibc raises its mmap
+    // threshold to the size of each large mapped block freed; once a 16 MiB one has gone, the
+    // FUSE session's 16 MiB request buffer comes from a worker thread's heap, where calloc
+    // zeroes, and so makes resident, all of it. With the threshold fixed, that buffer is mapped
+    // afresh and only the pages requests touch are resident: 16 MiB less per idle container.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) };
     daemon::mount(daemon::MountRequest {
         options: vec![format!(
             "lowerdir={},upperdir={},workdir={}",

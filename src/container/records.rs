@@ -111,7 +111,29 @@ impl Store {
     /// directory is made under a temporary name and renamed into place whole.
     pub fn create(&self, config: &Config) -> Result<PathBuf> {
         let lock = self.lock()?;
-        if let Some(other) = self.configs(&lock).iter().find(|c| c.name == config.name) {
+        self.create_locked(&lock, config)
+    }
+
+    /// The same for a container that was given no name: its generated name is first made one
+    /// no container has, under the same lock (there are only 288 adjective_scientist pairs, so
+    /// a hundred containers share some; Docker's generator then appends a digit, as here).
+    pub fn create_unnamed(&self, config: &mut Config) -> Result<PathBuf> {
+        let lock = self.lock()?;
+        let taken: std::collections::HashSet<String> =
+            self.configs(&lock).into_iter().map(|c| c.name).collect();
+        let base = name_for(&config.id);
+        config.name = (0..)
+            .map(|k| match k {
+                0 => base.clone(),
+                k => format!("{base}{k}"),
+            })
+            .find(|n| !taken.contains(n))
+            .unwrap();
+        self.create_locked(&lock, config)
+    }
+
+    fn create_locked(&self, lock: &Lock, config: &Config) -> Result<PathBuf> {
+        if let Some(other) = self.configs(lock).iter().find(|c| c.name == config.name) {
             bail!(
                 "Conflict. The container name \"/{}\" is already in use by container \"{}\". \
                  You have to remove (or rename) that container to be able to reuse that name.",
@@ -329,6 +351,14 @@ mod tests {
             format!("{e}").contains("is already in use by container"),
             "{e}"
         );
+        // Given no name, a container whose generated name is taken gets the next free one.
+        let mut unnamed = Config {
+            id: format!("{}{}", &id[..12], &new_id().unwrap()[12..]),
+            ..config.clone()
+        };
+        store.create_unnamed(&mut unnamed).unwrap();
+        assert_eq!(unnamed.name, format!("{}1", config.name));
+        store.remove(&unnamed.id).unwrap();
         store
             .update(&id, |s| {
                 s.status = "exited".into();

@@ -120,6 +120,7 @@ fn create(root: &Root, req: RunRequest) -> Result<(Store, Config)> {
     let (mut graft_specs, anonymous) =
         grafts::prepare(&req.volumes, &req.mounts, &req.tmpfs, &src.volumes)?;
     let id = records::new_id()?;
+    let generated = req.name.is_none();
     let name = match req.name {
         Some(n) => {
             check_name(&n)?;
@@ -145,7 +146,7 @@ fn create(root: &Root, req: RunRequest) -> Result<(Store, Config)> {
         no_new_privileges: req.no_new_privileges,
         console: if req.detach { None } else { console() },
     };
-    let config = Config {
+    let mut config = Config {
         id,
         name,
         image: src.image,
@@ -159,7 +160,11 @@ fn create(root: &Root, req: RunRequest) -> Result<(Store, Config)> {
         limits: req.limits,
         spec,
     };
-    store.create(&config)?;
+    if generated {
+        store.create_unnamed(&mut config)?;
+    } else {
+        store.create(&config)?;
+    }
     if let Err(e) = etc::write(&dir, &config.spec.hostname, config.spec.network) {
         let _ = store.remove(&config.id);
         return Err(e);

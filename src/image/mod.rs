@@ -2,7 +2,8 @@
 //! root and shared by every image that uses it, plus the image config kept for `run`.
 //!
 //! - `store`: `layers/sha256/<diff_id>/` and `images/` records, tags, removal, the container hook
-//! - `tar`: unpacking one layer tar safely into a directory; `pack`: a directory as a layer tar;
+//! - `tar`: unpacking one layer tar safely into a directory (`tar_header` reads an entry,
+//!   `tar_write` writes it, `tar_dirs` opens and finishes the tree); `pack`: a directory as a layer tar;
 //!   `at`: the fd-relative helpers they share with the store
 //! - `digest`: sha256 while reading, and the compressions a layer may come in
 //! - `config`: the OCI image config (Env, Cmd, Entrypoint, ...) and one made for a plain rootfs

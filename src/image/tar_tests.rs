@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
+use super::header::parse_time;
 use super::*;
 
 /// A tar of (path, type, link target, data, mode) entries, written with raw names so that
