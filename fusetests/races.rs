@@ -195,7 +195,7 @@ fn work_below(mnt: &Path, dir: &str, tok: &str, n: u64, t: &mut Tally) {
             openat(&sub, tok, libc::O_WRONLY | libc::O_CREAT).map(drop)
         });
     t.add("mkdir+create", r);
-    if n % 4 == 0 {
+    if n.is_multiple_of(4) {
         // Keep directories from growing without bound.
         let _ = unsafe { libc::unlinkat(dfd.as_raw_fd(), c(&ren).as_ptr(), 0) };
     }
