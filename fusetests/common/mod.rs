@@ -1433,6 +1433,64 @@ impl Builder {
         self
     }
 
+    /// Put the upper and work directories in a btrfs subvolume limited to `limit` bytes by a
+    /// qgroup (BASE/small, a loop-mounted image unmounted with the fixture): writes past the
+    /// limit get EDQUOT, whoever makes them. (The kernels this runs on may lack ext4's and XFS's
+    /// quota formats; a qgroup limit is the quota every btrfs kernel has.)
+    pub fn upper_on_quota_limited_btrfs(mut self, limit: u64) -> Self {
+        let (img, fs_dir) = (self.base.join("quota.img"), self.base.join("small"));
+        fs::create_dir(&fs_dir).unwrap();
+        fs::File::create(&img)
+            .and_then(|f| f.set_len(256 << 20))
+            .unwrap();
+        let sv = fs_dir.join("sv");
+        let limit = limit.to_string();
+        let steps: [Vec<&OsStr>; 5] = [
+            vec![
+                "mkfs.btrfs".as_ref(),
+                "-q".as_ref(),
+                "-f".as_ref(),
+                img.as_ref(),
+            ],
+            vec![
+                "mount".as_ref(),
+                "-o".as_ref(),
+                "loop".as_ref(),
+                img.as_ref(),
+                fs_dir.as_ref(),
+            ],
+            vec![
+                "btrfs".as_ref(),
+                "quota".as_ref(),
+                "enable".as_ref(),
+                fs_dir.as_ref(),
+            ],
+            vec![
+                "btrfs".as_ref(),
+                "subvolume".as_ref(),
+                "create".as_ref(),
+                sv.as_ref(),
+            ],
+            vec![
+                "btrfs".as_ref(),
+                "qgroup".as_ref(),
+                "limit".as_ref(),
+                limit.as_ref(),
+                sv.as_ref(),
+            ],
+        ];
+        for argv in steps {
+            let out = run_cmd(Command::new(argv[0]).args(&argv[1..]), CMD_TIMEOUT);
+            assert!(out.ok(), "{argv:?}: {}", out.describe());
+        }
+        let (upper, work) = (sv.join("upper"), sv.join("work"));
+        fs::create_dir(&upper).unwrap();
+        fs::create_dir(&work).unwrap();
+        self.upper = Some(upper);
+        self.work = Some(work);
+        self
+    }
+
     /// Mount without upperdir/workdir: a read-only mount.
     pub fn read_only(mut self) -> Self {
         self.upper = None;

@@ -256,10 +256,11 @@ pub enum Redirect {
     Abs(PathBuf),
 }
 
+/// The redirect of `name` in `dirfd`; an error for a value kernel overlayfs refuses.
 pub fn redirect_of(dirfd: RawFd, name: &OsStr) -> Res<Option<Redirect>> {
     for ns in [XattrNs::Trusted, XattrNs::User] {
         if let Some(v) = xattr_of(dirfd, name, ns.redirect())? {
-            return Ok(parse_redirect(&v));
+            return parse_redirect(&v);
         }
     }
     Ok(None)
@@ -276,21 +277,32 @@ pub fn refused_redirect(path: &Path) -> i32 {
     libc::EPERM
 }
 
-pub fn parse_redirect(v: &[u8]) -> Option<Redirect> {
+/// A redirect xattr's value, refused as kernel overlayfs refuses it (its
+/// ovl_get_redirect_xattr and lookup_one_len): an empty component (`/`, `//a`, `/a/`) is EINVAL,
+/// a `.` or `..` component EACCES, so that no value can name anything outside the layers' tree.
+pub fn parse_redirect(v: &[u8]) -> Res<Option<Redirect>> {
     let v = v.strip_suffix(b"\0").unwrap_or(v);
     if v.is_empty() {
-        return None;
+        return Ok(None);
     }
+    let dots = |c: &[u8]| c == b"." || c == b"..";
     if let Some(abs) = v.strip_prefix(b"/") {
-        let p: PathBuf = Path::new(OsStr::from_bytes(abs))
-            .components()
-            .filter(|c| matches!(c, std::path::Component::Normal(_)))
-            .collect();
-        Some(Redirect::Abs(p))
+        let comps: Vec<&[u8]> = abs.split(|&b| b == b'/').collect();
+        if comps.iter().any(|c| c.is_empty()) {
+            return Err(libc::EINVAL);
+        }
+        if comps.iter().any(|c| dots(c)) {
+            return Err(libc::EACCES);
+        }
+        Ok(Some(Redirect::Abs(
+            Path::new(OsStr::from_bytes(abs)).into(),
+        )))
     } else if v.contains(&b'/') {
-        None
+        Ok(None)
+    } else if dots(v) {
+        Err(libc::EACCES)
     } else {
-        Some(Redirect::Name(OsStr::from_bytes(v).to_os_string()))
+        Ok(Some(Redirect::Name(OsStr::from_bytes(v).to_os_string())))
     }
 }
 
@@ -300,18 +312,30 @@ mod tests {
 
     #[test]
     fn redirect_forms() {
-        assert_eq!(parse_redirect(b"old"), Some(Redirect::Name("old".into())));
-        assert_eq!(parse_redirect(b"/a/b"), Some(Redirect::Abs("a/b".into())));
         assert_eq!(
-            parse_redirect(b"/a/../b"),
-            Some(Redirect::Abs("a/b".into()))
+            parse_redirect(b"old"),
+            Ok(Some(Redirect::Name("old".into())))
+        );
+        assert_eq!(
+            parse_redirect(b"/a/b"),
+            Ok(Some(Redirect::Abs("a/b".into())))
         );
         assert_eq!(
             parse_redirect(b"a/b"),
-            None,
+            Ok(None),
             "relative paths are not a redirect form"
         );
-        assert_eq!(parse_redirect(b""), None);
+        assert_eq!(parse_redirect(b""), Ok(None));
+    }
+
+    #[test]
+    fn redirects_leaving_the_tree_are_refused_as_the_kernel_refuses_them() {
+        for v in [&b"/a/../b"[..], b"/../../etc", b"/.", b"..", b"."] {
+            assert_eq!(parse_redirect(v), Err(libc::EACCES), "{v:?}");
+        }
+        for v in [&b"/"[..], b"//a", b"/a/", b"/a//b"] {
+            assert_eq!(parse_redirect(v), Err(libc::EINVAL), "{v:?}");
+        }
     }
 
     #[test]

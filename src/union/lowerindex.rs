@@ -23,7 +23,8 @@ pub struct DirIndex {
     /// Names hidden by a whiteout in this directory (either format).
     pub whiteouts: HashSet<OsString>,
     pub opaque: bool,
-    pub redirect: Option<Redirect>,
+    /// Its redirect xattr, or the errno of a value that is refused.
+    pub redirect: Res<Option<Redirect>>,
 }
 
 /// What one lower directory says about one name.
@@ -51,7 +52,7 @@ impl DirIndex {
             pos: HashMap::new(),
             whiteouts: HashSet::new(),
             opaque: false,
-            redirect: None,
+            redirect: Ok(None),
         };
         for (name, dtype, ino) in sys::read_dir(dirfd)? {
             let b = name.as_bytes();
@@ -89,10 +90,11 @@ impl DirIndex {
             if sys::fgetxattr(real.as_raw_fd(), OsStr::new(&opaque)).is_some_and(|v| v == b"y") {
                 idx.opaque = true;
             }
-            if idx.redirect.is_none() {
+            if idx.redirect == Ok(None) {
                 let key = format!("{ns}.overlay.redirect");
-                idx.redirect = sys::fgetxattr(real.as_raw_fd(), OsStr::new(&key))
-                    .and_then(|v| parse_redirect(&v));
+                if let Some(v) = sys::fgetxattr(real.as_raw_fd(), OsStr::new(&key)) {
+                    idx.redirect = parse_redirect(&v);
+                }
             }
         }
         Ok(idx)
@@ -213,7 +215,7 @@ mod tests {
         sys::lsetxattr(&dir, OsStr::new("trusted.overlay.redirect"), b"/a/b", 0).unwrap();
         let idx = index_of(d.path());
         assert!(matches!(idx.get(OsStr::new("dev")), Lower::Whiteout));
-        assert_eq!(idx.redirect, Some(Redirect::Abs("a/b".into())));
+        assert_eq!(idx.redirect, Ok(Some(Redirect::Abs("a/b".into()))));
         assert!(!idx.opaque);
     }
 }

@@ -532,15 +532,16 @@ impl Union {
             }
             // A layer that was itself an overlay upper: continue where its redirect points.
             match &c.redirect {
-                Some(_) if !self.opts.redirect_follow => {
+                Err(e) => return Err(*e),
+                Ok(Some(_)) if !self.opts.redirect_follow => {
                     let (l, _) = &out[out.len() - 1];
                     if l.layer < self.lowers.len() {
                         return Err(refused_redirect(&l.path));
                     }
                 }
-                Some(Redirect::Abs(p)) => return Ok(Step::Redirect(p.clone())),
-                Some(Redirect::Name(n)) => return Ok(Step::Redirect(parent.join(n))),
-                None => {}
+                Ok(Some(Redirect::Abs(p))) => return Ok(Step::Redirect(p.clone())),
+                Ok(Some(Redirect::Name(n))) => return Ok(Step::Redirect(parent.join(n))),
+                Ok(None) => {}
             }
         }
         Ok(Step::Next)
