@@ -7,6 +7,7 @@
 
 mod kernel;
 pub mod options;
+pub mod record;
 mod serve;
 mod unmount;
 mod utab;

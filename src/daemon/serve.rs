@@ -210,6 +210,32 @@ pub(super) fn serve(layout: &Layout, source: Option<&str>, notify: Option<&Owned
         xattr_ns
     );
     let utab = root.then(|| utab::register(&layout.mountpoint, &fsname));
+    let record = super::record::write(&super::record::MountRecord {
+        mountpoint: layout.mountpoint.clone(),
+        pid: std::process::id(),
+        lowers: layout.lowers.clone(),
+        upper: layout.upper.clone(),
+        work: layout.work.clone(),
+        read_only,
+        redirect_follow: o.redirect_follow,
+        kernel_whiteouts: kernel_wh && root,
+        xattr_ns: match xattr_ns {
+            XattrNs::Trusted => "trusted".into(),
+            XattrNs::User => "user".into(),
+        },
+        grafts: attached
+            .served
+            .iter()
+            .map(|g| super::record::GraftRecord {
+                target: g.target.clone(),
+                kind: g.kind.into(),
+                source: g.source.clone(),
+                file: g.file.as_ref().map(|f| f.to_string_lossy().into_owned()),
+                volume: g.volume.clone(),
+                read_only: g.read_only,
+            })
+            .collect(),
+    });
     if let Some(n) = notify {
         let mut f = fs::File::from(n.try_clone()?);
         f.write_all(b"ok\n")?;
@@ -223,6 +249,9 @@ pub(super) fn serve(layout: &Layout, source: Option<&str>, notify: Option<&Owned
     attached.release();
     if let Some(p) = &pidfile {
         let _ = fs::remove_file(p);
+    }
+    if let Some(p) = &record {
+        super::record::remove(p);
     }
     if let Some(Some(line)) = &utab {
         utab::unregister(line);
