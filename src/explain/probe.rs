@@ -118,7 +118,13 @@ pub fn raw(u: &Union, i: usize, p: &Path) -> Res<Raw> {
                     if c.opaque {
                         opaque = Some(opaque_format(fd, name));
                     }
-                    redirect = c.redirect.as_ref().map(redirect_text);
+                    redirect = match &c.redirect {
+                        Ok(r) => r.as_ref().map(redirect_text),
+                        Err(e) => Some(format!(
+                            "a refused value ({}), as kernel overlayfs refuses it",
+                            std::io::Error::from_raw_os_error(*e)
+                        )),
+                    };
                 }
             }
             Raw::Entry {

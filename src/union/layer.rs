@@ -89,8 +89,11 @@ pub struct Layer {
     /// lower: overlayfs leaves changes to a lower under a mount undefined, and strata never
     /// writes one). `ls -l` of a directory reads each entry's link and xattrs: one open of
     /// the directory instead of one per request.
-    recent: Option<Mutex<Vec<(PathBuf, Arc<OwnedFd>)>>>,
+    recent: Option<Mutex<Vec<OpenDir>>>,
 }
+
+/// A directory of a layer by its relative path, and its fd.
+type OpenDir = (PathBuf, Arc<OwnedFd>);
 
 /// How many directories a lower keeps open for `dir_shared`.
 const RECENT_DIRS: usize = 8;
