@@ -134,6 +134,8 @@ enum Cmd {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// Copy files between a container and the host (or a tar stream on stdin/stdout).
+    Cp(cli::cp::CpArgs),
 }
 
 #[derive(Subcommand)]
@@ -502,6 +504,7 @@ fn main() {
             } => cli::container::each(&containers, |c| {
                 container::verbs::rm(&root, c, force, volumes)
             }),
+            Cmd::Cp(a) => cli::cp::cp(&root, a),
         }
     } else {
         let c = Compat::parse();

@@ -2,6 +2,7 @@
 
 pub mod commit;
 pub mod container;
+pub mod cp;
 pub mod image;
 pub mod mount;
 pub mod volume;
