@@ -54,10 +54,10 @@ fn cp_stdin(f: &Fx, input: &Path, dst: &str) -> CmdOut {
 #[test]
 fn cp_both_ways_on_a_running_container_as_docker() {
     let f = fx();
-    let (id, _) = detached(&f, &["--name", "c", "-v", "vol:/data"], &["sleep", "1000"]);
+    let (id, _) = detached(&f, &["--name", "cx", "-v", "vol:/data"], &["sleep", "1000"]);
     exec(
         &f,
-        "c",
+        "cx",
         "mkdir -p /d/sub; echo in > /d/sub/y; chown 42:43 /d/sub/y; echo v > /data/v; \
          ln -s /d /dl",
     );
@@ -67,40 +67,40 @@ fn cp_both_ways_on_a_running_container_as_docker() {
 
     // Out: a file as a new file, a directory as a new one, into an existing one, its
     // contents (`/.`) into one, a file into a directory under its own name.
-    cp_ok(&f, &["c:/etc/motd", &hp("motd")]);
+    cp_ok(&f, &["cx:/etc/motd", &hp("motd")]);
     assert_eq!(read(h.join("motd")), "from the image\n");
-    cp_ok(&f, &["c:/d", &hp("new")]);
+    cp_ok(&f, &["cx:/d", &hp("new")]);
     assert_eq!(read(h.join("new/sub/y")), "in\n");
-    cp_ok(&f, &["c:/d", &hp("exist")]);
+    cp_ok(&f, &["cx:/d", &hp("exist")]);
     assert_eq!(read(h.join("exist/d/sub/y")), "in\n");
-    cp_ok(&f, &["c:/d/.", &hp("exist")]);
+    cp_ok(&f, &["cx:/d/.", &hp("exist")]);
     assert_eq!(read(h.join("exist/sub/y")), "in\n");
-    cp_ok(&f, &["c:/etc/motd", &hp("exist")]);
+    cp_ok(&f, &["cx:/etc/motd", &hp("exist")]);
     assert_eq!(read(h.join("exist/motd")), "from the image\n");
     // Owned by the caller, unless -a keeps the source's ids.
     assert_eq!(owner(&h.join("exist/sub/y")), (0, 0));
-    cp_ok(&f, &["-a", "c:/d/sub/y", &hp("y-archive")]);
+    cp_ok(&f, &["-a", "cx:/d/sub/y", &hp("y-archive")]);
     assert_eq!(owner(&h.join("y-archive")), (42, 43));
     // A symlink is copied as one; -L copies what it points to (inside the container).
-    cp_ok(&f, &["c:/dl", &hp("l1")]);
+    cp_ok(&f, &["cx:/dl", &hp("l1")]);
     assert_eq!(readlink(h.join("l1")), "/d");
-    cp_ok(&f, &["-L", "c:/dl", &hp("l2")]);
+    cp_ok(&f, &["-L", "cx:/dl", &hp("l2")]);
     assert_eq!(read(h.join("l2/sub/y")), "in\n");
     // The volume, at its target.
-    cp_ok(&f, &["c:/data/v", &hp("v")]);
+    cp_ok(&f, &["cx:/data/v", &hp("v")]);
     assert_eq!(read(h.join("v")), "v\n");
 
     // In: onto an image file (copied up, the image untouched), into a directory, into the
     // volume; the host file's ids are kept (Docker 20.10).
     write(h.join("motd2"), "new motd\n");
     lchown(&h.join("motd2"), 1234, 5678).unwrap();
-    cp_ok(&f, &[&hp("motd2"), "c:/etc/motd"]);
-    cp_ok(&f, &[&hp("new"), "c:/tmp"]);
-    cp_ok(&f, &[&hp("motd2"), "c:/data/m"]);
+    cp_ok(&f, &[&hp("motd2"), "cx:/etc/motd"]);
+    cp_ok(&f, &[&hp("new"), "cx:/tmp"]);
+    cp_ok(&f, &[&hp("motd2"), "cx:/data/m"]);
     assert_eq!(
         exec(
             &f,
-            "c",
+            "cx",
             "cat /etc/motd /tmp/new/sub/y; stat -c %u:%g /etc/motd"
         ),
         "new motd\nin\n1234:5678\n"
@@ -117,7 +117,7 @@ fn cp_both_ways_on_a_running_container_as_docker() {
     // Tar streams: out on stdout (the tar's names start at the source's base name), in on
     // stdin into an existing directory only.
     // (All of it ASCII: the captured text is the stream's bytes.)
-    let o = cp(&f, &["c:/d", "-"]);
+    let o = cp(&f, &["cx:/d", "-"]);
     assert!(o.ok(), "{}", o.describe());
     let mut names: Vec<String> = tar::Archive::new(o.stdout.as_bytes())
         .entries()
@@ -125,80 +125,82 @@ fn cp_both_ways_on_a_running_container_as_docker() {
         .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["d", "d/sub", "d/sub/y"]);
+    assert_eq!(names, ["d/", "d/sub/", "d/sub/y"]);
     let tarfile = f.base.join("in.tar");
     let mut b = tar::Builder::new(fs::File::create(&tarfile).unwrap());
     b.append_path_with_name(h.join("motd"), "from-tar").unwrap();
     b.finish().unwrap();
     drop(b);
-    let o = cp_stdin(&f, &tarfile, "c:/tmp");
+    let o = cp_stdin(&f, &tarfile, "cx:/tmp");
     assert!(o.ok(), "{}", o.describe());
-    assert_eq!(exec(&f, "c", "cat /tmp/from-tar"), "from the image\n");
-    let o = cp_stdin(&f, &tarfile, "c:/tmp/nonexist");
+    assert_eq!(exec(&f, "cx", "cat /tmp/from-tar"), "from the image\n");
+    let o = cp_stdin(&f, &tarfile, "cx:/tmp/nonexist");
     assert_one_line_error(
         &o,
-        &["destination \"c:/tmp/nonexist\" must be a directory"],
+        &["destination \"cx:/tmp/nonexist\" must be a directory"],
         "-",
     );
 
     // Docker's refusals, one line each, exit 1.
-    for (args, needle) in [
+    let nope = hp("nope");
+    let cases: Vec<([String; 2], String)> = vec![
         (
-            vec!["c:/nope", hp("x")],
-            "No such container:path: c:/nope".to_string(),
+            ["cx:/nope".into(), hp("x")],
+            "No such container:path: c:/nope".into(),
         ),
         (
-            vec!["c:/etc/motd", hp("no/such/x")],
+            ["cx:/etc/motd".into(), hp("no/such/x")],
             format!(
                 "invalid output path: directory \"{}\" does not exist",
                 hp("no/such")
             ),
         ),
         (
-            vec!["c:/etc/motd", hp("newdir/")],
+            ["cx:/etc/motd".into(), hp("newdir/")],
             "no such directory".into(),
         ),
-        (vec!["c:/d", hp("motd")], "cannot copy directory".into()),
+        (["cx:/d".into(), hp("motd")], "cannot copy directory".into()),
         (
-            vec![hp("motd"), "c:/no/such/x".into()],
+            [hp("motd"), "cx:/no/such/x".into()],
             "No such container:path: c:/no/such".into(),
         ),
         (
-            vec![hp("motd"), "c:/newdir/".into()],
+            [hp("motd"), "cx:/newdir/".into()],
             "no such directory".into(),
         ),
         (
-            vec![hp("exist"), "c:/etc/motd".into()],
+            [hp("exist"), "cx:/etc/motd".into()],
             "cannot copy directory".into(),
         ),
         (
-            vec![hp("motd"), "c:/etc/motd/x".into()],
+            [hp("motd"), "cx:/etc/motd/x".into()],
             "extraction point is not a directory".into(),
         ),
         (
-            vec![hp("nope"), "c:/x".into()],
-            format!("lstat {}: no such file or directory", hp("nope")),
+            [nope.clone(), "cx:/x".into()],
+            format!("lstat {nope}: no such file or directory"),
         ),
         (
-            vec![hp("motd"), hp("x")],
+            [hp("motd"), hp("x")],
             "must specify at least one container source".into(),
         ),
         (
-            vec!["c:/etc".into(), "c:/x".into()],
+            ["cx:/etc".into(), "cx:/x".into()],
             "copying between containers is not supported".into(),
         ),
         (
-            vec!["nosuch:/etc".into(), hp("x")],
+            ["nosuch:/etc".into(), hp("x")],
             "No such container: nosuch".into(),
         ),
-    ] {
+    ];
+    for (args, needle) in &cases {
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
         let o = cp(&f, &a);
         assert_eq!(o.status.code(), Some(1), "{a:?}: {}", o.describe());
-        assert_one_line_error(&o, &[&needle], &format!("cp {a:?}"));
+        assert_one_line_error(&o, &[needle], &format!("cp {a:?}"));
     }
     assert!(!h.join("x").exists() && !h.join("no").exists());
-    let o = f.verb(&["rm", "-f", "c"]);
+    let o = f.verb(&["rm", "-f", "cx"]);
     assert!(o.ok(), "{}", o.describe());
     f.assert_nothing_left();
 }
@@ -210,7 +212,7 @@ fn cp_mounts_a_stopped_or_created_containers_root_for_the_copy() {
     let o = f.verb(&[
         "create",
         "--name",
-        "s",
+        "sx",
         "-u",
         "4321:4322",
         r,
@@ -225,30 +227,33 @@ fn cp_mounts_a_stopped_or_created_containers_root_for_the_copy() {
     fs::create_dir_all(h.join("in")).unwrap();
     write(h.join("in/f"), "copied in\n");
     write(h.join("motd"), "replaced\n");
-    cp_ok(&f, &[h.join("in").to_str().unwrap(), "s:/"]);
+    cp_ok(&f, &[h.join("in").to_str().unwrap(), "sx:/"]);
     // -a: owned by the container's user.
-    cp_ok(&f, &["-a", h.join("motd").to_str().unwrap(), "s:/etc/motd"]);
+    cp_ok(
+        &f,
+        &["-a", h.join("motd").to_str().unwrap(), "sx:/etc/motd"],
+    );
     assert_eq!(mounts_under(&merged), vec![], "the copy's mount was left");
     let upper = f.containers().join(&id).join("upper");
     assert_eq!(read(upper.join("in/f")), "copied in\n");
     assert_eq!(owner(&upper.join("etc/motd")), (4321, 4322));
     assert_eq!(read(f.rootfs.join("etc/motd")), "from the image\n");
-    let o = f.verb(&["start", "-a", "s"]);
+    let o = f.verb(&["start", "-a", "sx"]);
     assert!(o.ok(), "{}", o.describe());
     assert_eq!(o.stdout, "copied in\nreplaced\n");
     // Exited now: out of it, and in again.
-    cp_ok(&f, &["s:/in/f", h.join("back").to_str().unwrap()]);
+    cp_ok(&f, &["sx:/in/f", h.join("back").to_str().unwrap()]);
     assert_eq!(read(h.join("back")), "copied in\n");
     write(h.join("in/f"), "second\n");
-    cp_ok(&f, &[h.join("in/f").to_str().unwrap(), "s:/in/f"]);
+    cp_ok(&f, &[h.join("in/f").to_str().unwrap(), "sx:/in/f"]);
     assert_eq!(mounts_under(&merged), vec![], "the copy's mount was left");
-    let o = f.verb(&["start", "-a", "s"]);
+    let o = f.verb(&["start", "-a", "sx"]);
     assert_eq!(o.stdout, "second\nreplaced\n", "{}", o.describe());
     // A bad copy mounts nothing and leaves nothing.
-    let o = cp(&f, &[h.join("nope").to_str().unwrap(), "s:/x"]);
+    let o = cp(&f, &[h.join("nope").to_str().unwrap(), "sx:/x"]);
     assert_eq!(o.status.code(), Some(1), "{}", o.describe());
     assert_eq!(mounts_under(&merged), vec![]);
-    let o = f.verb(&["rm", "s"]);
+    let o = f.verb(&["rm", "sx"]);
     assert!(o.ok(), "{}", o.describe());
     f.assert_nothing_left();
 }
