@@ -146,7 +146,7 @@ fn cp_both_ways_on_a_running_container_as_docker() {
     let cases: Vec<([String; 2], String)> = vec![
         (
             ["cx:/nope".into(), hp("x")],
-            "No such container:path: c:/nope".into(),
+            "No such container:path: cx:/nope".into(),
         ),
         (
             ["cx:/etc/motd".into(), hp("no/such/x")],
@@ -162,7 +162,7 @@ fn cp_both_ways_on_a_running_container_as_docker() {
         (["cx:/d".into(), hp("motd")], "cannot copy directory".into()),
         (
             [hp("motd"), "cx:/no/such/x".into()],
-            "No such container:path: c:/no/such".into(),
+            "No such container:path: cx:/no/such".into(),
         ),
         (
             [hp("motd"), "cx:/newdir/".into()],

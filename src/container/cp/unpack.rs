@@ -233,9 +233,9 @@ pub fn from_tar(input: impl Read, sink: &mut dyn Sink) -> Result<()> {
         let h = e.header().clone();
         let path = String::from_utf8_lossy(&e.path_bytes()).into_owned();
         let link = || -> Result<Vec<u8>> {
-            Ok(e.link_name_bytes()
+            e.link_name_bytes()
                 .map(|b| b.into_owned())
-                .ok_or_else(|| anyhow!("{path}: a link without a target"))?)
+                .ok_or_else(|| anyhow!("{path}: a link without a target"))
         };
         let rdev = || -> u64 {
             libc::makedev(
