@@ -115,3 +115,103 @@ fn volumes_binds_and_tmpfs_in_a_container() {
     assert_eq!(o.status.code(), Some(125), "{}", o.describe());
     f.assert_nothing_left();
 }
+
+#[test]
+fn volumes_from_takes_another_containers_volumes_and_binds_with_their_modes() {
+    let f = fx();
+    let www = f.base.join("www");
+    fs::create_dir(&www).unwrap();
+    fs::write(www.join("page"), "page\n").unwrap();
+    let r = f.rootfs.to_str().unwrap();
+    let bind = format!("{}:/b:ro", www.display());
+    let o = f.verb(&[
+        "create",
+        "--name",
+        "src",
+        "-v",
+        "named1:/n",
+        "-v",
+        "/anon",
+        "-v",
+        &bind,
+        "--tmpfs",
+        "/t",
+        r,
+        "true",
+    ]);
+    assert!(o.ok(), "{}", o.describe());
+    let src: serde_json::Value = serde_json::from_str(&f.verb(&["inspect", "src"]).stdout).unwrap();
+    let anon = src[0]["Mounts"][1]["Name"].as_str().unwrap().to_string();
+    // The volumes and the bind, with their modes; not the tmpfs.
+    let out = f.sh(
+        &["--volumes-from", "src"],
+        "echo x > /n/f; echo y > /anon/f; cat /b/page; (touch /b/x) 2>&1; \
+         grep -c ' /t ' /proc/mounts; ls -d /t 2>&1; true",
+    );
+    assert_eq!(
+        lines(&out)[..2],
+        ["page", "touch: /b/x: Read-only file system"],
+        "{out}"
+    );
+    assert!(!out.contains("tmpfs"), "{out}");
+    assert_eq!(read(f.root.join("volumes/named1/_data/f")), "x\n");
+    assert_eq!(read(f.root.join(format!("volumes/{anon}/_data/f"))), "y\n");
+    // :ro makes every one read-only, as inspect shows; :rw leaves the bind read-only.
+    for (mode, rw) in [
+        ("src:ro", [false, false, false]),
+        ("src:rw", [true, true, false]),
+    ] {
+        let o = f.verb(&[
+            "create",
+            "--name",
+            "taker",
+            "--volumes-from",
+            mode,
+            r,
+            "true",
+        ]);
+        assert!(o.ok(), "{}", o.describe());
+        let v: serde_json::Value =
+            serde_json::from_str(&f.verb(&["inspect", "taker"]).stdout).unwrap();
+        let mounts: Vec<(String, bool)> = v[0]["Mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| !m["Destination"].as_str().unwrap().starts_with("/etc/"))
+            .map(|m| {
+                (
+                    m["Destination"].as_str().unwrap().to_string(),
+                    m["RW"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            mounts,
+            [
+                ("/n".into(), rw[0]),
+                ("/anon".into(), rw[1]),
+                ("/b".into(), rw[2])
+            ],
+            "{mode}"
+        );
+        assert!(f.verb(&["rm", "taker"]).ok());
+    }
+    let out = f.sh(&["--volumes-from", "src:ro"], "(touch /n/g) 2>&1; cat /n/f");
+    assert_eq!(out, "touch: /n/g: Read-only file system\nx\n");
+    // A container's own -v wins over an inherited one at the same target.
+    let out = f.sh(&["--volumes-from", "src", "-v", "other:/n"], "ls /n");
+    assert_eq!(out, "");
+    // Docker's errors: 125, one line, nothing made.
+    let before = f.ids().len();
+    for (from, needle) in [
+        ("nope", "No such container: nope"),
+        ("src:bad", "invalid mode: bad"),
+    ] {
+        let o = f.run(&["--volumes-from", from], &["true"]);
+        assert_eq!(o.status.code(), Some(125), "{}", o.describe());
+        assert_one_line_error(&o, &[needle], from);
+        assert_eq!(f.ids().len(), before, "a container was left");
+    }
+    assert!(f.verb(&["rm", "-v", "src"]).ok());
+    f.assert_nothing_left();
+}

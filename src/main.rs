@@ -157,6 +157,8 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         svg: Option<PathBuf>,
     },
+    /// Copy files between a container and the host (or a tar stream on stdin/stdout).
+    Cp(cli::cp::CpArgs),
 }
 
 #[derive(Subcommand)]
@@ -549,6 +551,7 @@ fn real_main() {
                 cli::explain::explain(&paths, mount.as_deref(), json)
             }
             Cmd::Layers { what, svg } => cli::layers::layers(&root, &what, svg.as_deref()),
+            Cmd::Cp(a) => cli::cp::cp(&root, a),
         }
     } else {
         let c = Compat::parse();

@@ -75,6 +75,10 @@ pub struct RunArgs {
     /// An in-memory directory: DST[:size=..,mode=..] (repeatable).
     #[arg(long = "tmpfs", value_name = "DST[:OPTS]")]
     pub tmpfs: Vec<String>,
+    /// Mount the volumes and binds of another container, with their modes, or all read-only
+    /// with :ro (repeatable).
+    #[arg(long = "volumes-from", value_name = "CONTAINER[:ro|:rw]")]
+    pub volumes_from: Vec<String>,
     /// Overwrite the image's entrypoint ("" clears it).
     #[arg(long, value_name = "CMD")]
     pub entrypoint: Option<String>,
@@ -116,6 +120,7 @@ const VALUE_FLAGS: &[&str] = &[
     "--mount",
     "--tmpfs",
     "--root",
+    "--volumes-from",
 ];
 
 /// Docker stops reading flags at `run`'s IMAGE and `exec`'s CONTAINER: what follows is the
@@ -235,6 +240,7 @@ pub fn request(a: RunArgs) -> Result<RunRequest> {
         volumes: a.volumes,
         mounts: a.mounts,
         tmpfs: a.tmpfs,
+        volumes_from: a.volumes_from,
         args: a.cmd,
         // The files first: -e wins over them, as with Docker.
         env: env(&[env_files(&a.env_file)?, a.env].concat()),

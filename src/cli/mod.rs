@@ -3,6 +3,7 @@
 pub mod commit;
 pub mod container;
 pub mod explain;
+pub mod cp;
 pub mod image;
 pub mod layers;
 pub mod mount;

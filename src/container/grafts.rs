@@ -96,6 +96,72 @@ fn named(g: &Graft, anonymous: &mut Vec<String>) -> GraftSpec {
     }
 }
 
+/// `--volumes-from C[:ro|:rw]`: the volumes and binds of other containers (not their tmpfs,
+/// nor the /etc files made for them), with their modes; `ro` makes them read-only, and `rw`
+/// leaves a read-only one read-only (Docker's rule: writable only if both say so). Those at
+/// a target one of `own` grafts onto are left out: the container's own flags win.
+pub fn volumes_from(root: &Root, from: &[String], own: &[GraftSpec]) -> Result<Vec<GraftSpec>> {
+    if from.is_empty() {
+        return Ok(Vec::new());
+    }
+    let taken: Vec<_> = own
+        .iter()
+        .filter_map(|g| parse(g).ok())
+        .map(|g| g.target)
+        .collect();
+    let store = super::records::Store::new(root);
+    let lock = store.lock()?;
+    let mut out: Vec<GraftSpec> = Vec::new();
+    for f in from {
+        let (key, mode) = f.split_once(':').unwrap_or((f, "rw"));
+        let force_ro = match mode {
+            "ro" => true,
+            "rw" => false,
+            m => anyhow::bail!("invalid mode: {m}"),
+        };
+        let other = store.find(&lock, key)?;
+        let dir = store.container_dir(&other.id);
+        for g in &other.grafts {
+            let g = parse(g)?;
+            let ro = if g.read_only || force_ro {
+                ",readonly"
+            } else {
+                ""
+            };
+            let spec = match &g.source {
+                Source::Bind(p) if p.starts_with(&dir) => continue,
+                Source::Bind(p) => {
+                    format!(
+                        "type=bind,source={},target={}{ro}",
+                        p.display(),
+                        g.target.display()
+                    )
+                }
+                Source::Volume(Some(n)) => {
+                    let nocopy = if g.nocopy { ",volume-nocopy" } else { "" };
+                    format!(
+                        "type=volume,source={n},target={}{ro}{nocopy}",
+                        g.target.display()
+                    )
+                }
+                Source::Volume(None) | Source::Tmpfs { .. } => continue,
+            };
+            let new = GraftSpec {
+                kind: Kind::Mount,
+                spec,
+            };
+            let seen = out
+                .iter()
+                .filter_map(|o| parse(o).ok())
+                .any(|o| o.target == g.target);
+            if !seen && !taken.contains(&g.target) {
+                out.push(new);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Remove the container's anonymous volumes (once nothing mounts them); one line per failure.
 pub fn remove_anonymous(root: &Root, names: &[String]) -> Vec<String> {
     if names.is_empty() {

@@ -28,6 +28,8 @@ pub struct RunRequest {
     pub volumes: Vec<String>,
     pub mounts: Vec<String>,
     pub tmpfs: Vec<String>,
+    /// `--volumes-from C[:ro|:rw]`.
+    pub volumes_from: Vec<String>,
     pub env: Vec<String>,
     pub workdir: Option<PathBuf>,
     pub user: Option<String>,
@@ -119,6 +121,8 @@ fn create(root: &Root, req: RunRequest) -> Result<(Store, Config)> {
         .or_else(|| (!src.user.is_empty()).then(|| src.user.clone()));
     let (mut graft_specs, anonymous) =
         grafts::prepare(&req.volumes, &req.mounts, &req.tmpfs, &src.volumes)?;
+    let inherited = grafts::volumes_from(root, &req.volumes_from, &graft_specs)?;
+    graft_specs.splice(0..0, inherited);
     let id = records::new_id()?;
     let generated = req.name.is_none();
     let name = match req.name {
