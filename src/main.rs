@@ -134,6 +134,15 @@ enum Cmd {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// Watch a mount's copy-ups, whiteouts, opaque dirs, redirects, creates, removals,
+    /// renames and writes into grafts as they happen, one a line, until Ctrl-C.
+    Trace {
+        /// The mount, or any path inside it.
+        mount: PathBuf,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -502,6 +511,7 @@ fn main() {
             } => cli::container::each(&containers, |c| {
                 container::verbs::rm(&root, c, force, volumes)
             }),
+            Cmd::Trace { mount, json } => cli::trace::trace(&mount, json),
         }
     } else {
         let c = Compat::parse();

@@ -4,4 +4,5 @@ pub mod commit;
 pub mod container;
 pub mod image;
 pub mod mount;
+pub mod trace;
 pub mod volume;
