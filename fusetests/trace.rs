@@ -359,3 +359,29 @@ fn trace_refuses_paths_it_cannot_trace() {
         assert!(out.stdout.is_empty(), "{}", out.describe());
     }
 }
+
+#[test]
+fn a_workdir_deeper_than_a_socket_address_allows_still_traces() {
+    // A container's workdir under the state root is longer than a socket address (107 bytes).
+    let mut m = Builder::new(1)
+        .lower(0, |l| {
+            l.file("f-18", "x");
+        })
+        .prepare();
+    let long = m.base.join("w".repeat(60)).join("k".repeat(60));
+    std::fs::create_dir_all(&long).unwrap();
+    assert!(long.join("strata/control.sock").as_os_str().len() > 108);
+    m.work = Some(long.clone());
+    m.mount_now();
+    assert!(
+        std::fs::symlink_metadata(long.join("strata/control.sock"))
+            .is_ok_and(|md| md.file_type().is_socket()),
+        "no control socket in the long workdir"
+    );
+    let t = Trace::start(&m, &[], &m.mnt);
+    m.run(|c| append(c.p("f-18"), "y"));
+    let l = t.wait_for("copy-up of /f-18", |l| {
+        l.starts_with("copy-up") && l.contains("/f-18:")
+    });
+    assert!(l.contains(", 1 bytes in"), "the lower file has 1 byte: {l}");
+}

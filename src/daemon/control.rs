@@ -101,8 +101,9 @@ pub fn start(own: &Path, tree: &Tree) -> Result<Control> {
     // Made under another name and renamed in once it is 0600: nobody can connect before.
     let tmp = own.join(format!("{SOCKET}.{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
+    let (_dir, short) = short_path(own, &tmp)?;
     let listener =
-        UnixListener::bind(&tmp).with_context(|| format!("control socket {}", tmp.display()))?;
+        UnixListener::bind(short).with_context(|| format!("control socket {}", tmp.display()))?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
         .and_then(|()| std::fs::rename(&tmp, &path))
         .with_context(|| format!("control socket {}", path.display()))?;
@@ -213,4 +214,17 @@ pub fn record(mountpoint: &Path, socket: &Path) -> Option<PathBuf> {
             None
         }
     }
+}
+
+/// A socket's path is limited to 107 bytes, which a container's workdir under the state root
+/// passes: `path` reached through an open fd of its directory, `dir`, instead. The name works
+/// while the returned fd is open (for bind or connect).
+pub fn short_path(dir: &Path, path: &Path) -> Result<(std::fs::File, PathBuf)> {
+    let d = std::fs::File::open(dir).with_context(|| format!("{}", dir.display()))?;
+    let p = PathBuf::from(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&d)
+    ))
+    .join(path.file_name().unwrap_or_default());
+    Ok((d, p))
 }

@@ -63,14 +63,20 @@ pub fn subscribe(path: &Path) -> Result<Subscription> {
                 mp.display()
             )
         })?;
-    let s = UnixStream::connect(&socket).map_err(|e| {
-        anyhow!(
-            "the strata mount at {}: cannot connect to its control socket {}: {}",
-            mp.display(),
-            socket.display(),
-            io_msg(&e)
-        )
-    })?;
+    let dir = socket.parent().unwrap_or(Path::new("/"));
+    let s = control::short_path(dir, &socket)
+        .and_then(|(_dir, p)| Ok(UnixStream::connect(p)?))
+        .map_err(|e| {
+            anyhow!(
+                "the strata mount at {}: cannot connect to its control socket {}: {}",
+                mp.display(),
+                socket.display(),
+                match e.downcast_ref::<std::io::Error>() {
+                    Some(e) => io_msg(e),
+                    None => format!("{e:#}"),
+                }
+            )
+        })?;
     (&s).write_all(b"trace\n")
         .with_context(|| format!("control socket {}", socket.display()))?;
     let mut reader = BufReader::new(s);
