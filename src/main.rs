@@ -3,6 +3,7 @@
 mod cli;
 mod container;
 mod daemon;
+mod explain;
 mod fuse;
 mod image;
 mod inode;
@@ -142,6 +143,27 @@ enum Cmd {
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
+    },
+    /// Explain paths of a strata mount: which layer supplies each, what hides the others,
+    /// whether it was copied up, and how its st_ino was assigned.
+    Explain {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// The mount (default: the strata mount the path is in, as df finds it); PATH may then
+        /// be a path inside it.
+        #[arg(long, value_name = "DIR")]
+        mount: Option<PathBuf>,
+        /// Print JSON (an array, one object per path).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Draw the layer stack of a mount, container or image: upper on top, grafts at the side.
+    Layers {
+        /// A strata mountpoint, a container (name or id) or an image.
+        what: String,
+        /// Also write the picture as an SVG file.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
     },
 }
 
@@ -512,6 +534,10 @@ fn main() {
                 container::verbs::rm(&root, c, force, volumes)
             }),
             Cmd::Trace { mount, json } => cli::trace::trace(&mount, json),
+            Cmd::Explain { paths, mount, json } => {
+                cli::explain::explain(&paths, mount.as_deref(), json)
+            }
+            Cmd::Layers { what, svg } => cli::layers::layers(&root, &what, svg.as_deref()),
         }
     } else {
         let c = Compat::parse();

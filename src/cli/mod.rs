@@ -2,7 +2,9 @@
 
 pub mod commit;
 pub mod container;
+pub mod explain;
 pub mod image;
+pub mod layers;
 pub mod mount;
 pub mod trace;
 pub mod volume;

@@ -8,6 +8,7 @@
 mod control;
 mod kernel;
 pub mod options;
+pub mod record;
 mod serve;
 pub mod trace;
 mod unmount;

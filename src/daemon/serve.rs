@@ -199,7 +199,7 @@ pub(super) fn serve(layout: &Layout, source: Option<&str>, notify: Option<&Owned
         },
         None => None,
     };
-    let record = control
+    let control_record = control
         .as_ref()
         .and_then(|c| control::record(&layout.mountpoint, c.path()));
     log::info!(
@@ -230,6 +230,32 @@ pub(super) fn serve(layout: &Layout, source: Option<&str>, notify: Option<&Owned
             control.as_ref().map(|c| c.path()),
         )
     });
+    let record = super::record::write(&super::record::MountRecord {
+        mountpoint: layout.mountpoint.clone(),
+        pid: std::process::id(),
+        lowers: layout.lowers.clone(),
+        upper: layout.upper.clone(),
+        work: layout.work.clone(),
+        read_only,
+        redirect_follow: o.redirect_follow,
+        kernel_whiteouts: kernel_wh && root,
+        xattr_ns: match xattr_ns {
+            XattrNs::Trusted => "trusted".into(),
+            XattrNs::User => "user".into(),
+        },
+        grafts: attached
+            .served
+            .iter()
+            .map(|g| super::record::GraftRecord {
+                target: g.target.clone(),
+                kind: g.kind.into(),
+                source: g.source.clone(),
+                file: g.file.as_ref().map(|f| f.to_string_lossy().into_owned()),
+                volume: g.volume.clone(),
+                read_only: g.read_only,
+            })
+            .collect(),
+    });
     if let Some(n) = notify {
         let mut f = fs::File::from(n.try_clone()?);
         f.write_all(b"ok\n")?;
@@ -244,10 +270,13 @@ pub(super) fn serve(layout: &Layout, source: Option<&str>, notify: Option<&Owned
     if let Some(p) = &pidfile {
         let _ = fs::remove_file(p);
     }
+    if let Some(p) = &record {
+        super::record::remove(p);
+    }
     if let Some(Some(line)) = &utab {
         utab::unregister(line);
     }
-    if let Some(r) = &record {
+    if let Some(r) = &control_record {
         let _ = fs::remove_file(r);
     }
     drop(control);

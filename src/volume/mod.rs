@@ -61,6 +61,21 @@ pub struct Attached {
     /// Entries made in the tree for grafts to stand on, in the order they were made:
     /// (parent, name, is a directory).
     made: Vec<(u64, OsString, bool)>,
+    /// What each graft serves, in the order they were joined in (for the mount's record).
+    pub served: Vec<Served>,
+}
+
+/// One graft as joined in: where, and from which directory.
+#[derive(Clone, Debug)]
+pub struct Served {
+    pub target: PathBuf,
+    /// bind, volume or tmpfs.
+    pub kind: &'static str,
+    pub source: PathBuf,
+    /// For a single-file bind: the file's name in `source`.
+    pub file: Option<OsString>,
+    pub volume: Option<String>,
+    pub read_only: bool,
 }
 
 impl Attached {
@@ -208,6 +223,32 @@ fn attach_all(
             }
         };
         let (parent, name) = mountpoint_of(tree, g, opened.file.is_some(), &mut held.made)?;
+        held.served.push(Served {
+            target: g.target.clone(),
+            kind: match &g.source {
+                Source::Bind(_) => "bind",
+                Source::Volume(_) => "volume",
+                Source::Tmpfs { .. } => "tmpfs",
+            },
+            // A detached tmpfs has no path: it is reached through the daemon's fd of it.
+            source: if opened.layer.path.is_absolute() {
+                opened.layer.path.clone()
+            } else {
+                use std::os::fd::AsRawFd;
+                PathBuf::from(format!(
+                    "/proc/{}/fd/{}",
+                    std::process::id(),
+                    opened.layer.root.as_raw_fd()
+                ))
+            },
+            file: opened.file.clone(),
+            volume: held
+                .volumes
+                .last()
+                .cloned()
+                .filter(|_| matches!(g.source, Source::Volume(_))),
+            read_only: g.read_only,
+        });
         let fs = Union::new(
             Some(opened.layer),
             Vec::new(),
