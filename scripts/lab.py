@@ -75,8 +75,28 @@ def vary(s):
 
     s = re.sub(r"(\[)([0-9]{5,})(\])", number, s)
     s = re.sub(r"(\binode )([0-9]+)()", number, s)
+    s = re.sub(r"()(\b[0-9]{7,}\b)()", number, s)
+    # The busybox of the machine decides the image layer's size and entry count.
+    s = re.sub(r"\b[0-9.]+ (B|KiB|MiB|GiB)\b", "<SIZE>", s)
+    s = re.sub(r"\b[0-9]+ entries\b", "<N> entries", s)
+    # Boxes are as wide as the longest path in them.
+    s = re.sub(r"─+", "─", s)
     s = re.sub(r"[ \t]+", " ", s)
     return "\n".join(line.rstrip() for line in s.split("\n")).strip("\n")
+
+
+def shown(text, lab):
+    """`text` with the scratch directory shown as /lab; a box's right edge stays in place."""
+    lines = []
+    for line in text.split("\n"):
+        j = line.find("│", 1) if line.startswith("│") else -1
+        if j > 0:
+            head = line[:j].replace(lab, SHOWN_DIR)
+            head += " " * (j - len(head))
+            lines.append(head + line[j:].replace(lab, SHOWN_DIR))
+        else:
+            lines.append(line.replace(lab, SHOWN_DIR))
+    return "\n".join(lines)
 
 
 class Shell:
@@ -186,7 +206,7 @@ def main():
             got = []
             for cmd, want in steps:
                 try:
-                    out = shell.run(cmd).replace(lab, SHOWN_DIR)
+                    out = shown(shell.run(cmd), lab)
                 except TimeoutError as e:
                     out = f"<lab: {e}>"
                 got.append((cmd, want, out))
