@@ -131,6 +131,7 @@ fn operate(m: &Mount) {
         rm(c.p("fresh-61"));
         mkdir(c.p("dir-b7"));
         rmdir(c.p("dir-b7"));
+        append(c.p("data/note"), "+");
         write(c.p("data/written-3a"), "g");
     });
 }
@@ -186,6 +187,15 @@ fn text_trace_shows_each_kind_of_event() {
     assert!(
         g.contains("create file") && g.contains("graft-src"),
         "the graft line does not say what was made where: {g}"
+    );
+    let w = t.wait_for("graft write of /data/note", |l| {
+        l.starts_with("graft") && l.contains("/data/note:")
+    });
+    assert!(w.contains("open for writing"), "{w}");
+    assert_eq!(
+        read(m.base.join("graft-src/note")),
+        "n+",
+        "the write did not reach the graft's source"
     );
     // The graft's change went to its source, not the upper: no create line for it.
     assert!(
