@@ -387,6 +387,17 @@ fn a_containers_generated_files_and_its_image() {
     let o = f.verb(&["explain", merged.join("etc/hostname").to_str().unwrap()]);
     assert!(o.ok(), "{}", o.describe());
     assert!(o.stdout.contains("supplied by init file"), "{}", o.stdout);
+    // layers draws the container's stack with the generated files at the side.
+    let o = f.verb(&["layers", "ex"]);
+    assert!(o.ok(), "{}", o.describe());
+    for s in [
+        "upper",
+        "lower 1",
+        f.rootfs.to_str().unwrap(),
+        "/etc/hosts (init file rw)",
+    ] {
+        assert!(o.stdout.contains(s), "{s:?} is not in:\n{}", o.stdout);
+    }
     let o = f.verb(&["stop", "-t", "0", &id]);
     assert!(o.ok(), "{}", o.describe());
 }

@@ -5,9 +5,10 @@
 //! - view: finding the mount of a path (as df does) and opening its layers read-only;
 //! - probe: what one layer holds at one path, in the on-disk formats (whiteouts, opaque
 //!   markers, redirects), through union::layer's readers;
-//! - path: the explanation of one path;
+//! - path: the explanation of one path; hides: what hides the layers that do not supply it;
 //! - stack, svg: the stack of a mount, container or image, for `layers`.
 
+pub mod hides;
 pub mod path;
 pub mod probe;
 pub mod stack;

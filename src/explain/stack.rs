@@ -84,7 +84,17 @@ fn layers(upper: Option<&Path>, lowers: &[PathBuf]) -> Vec<StackLayer> {
     out
 }
 
+/// "init file" for one of the /etc files a container's runtime writes in its own directory
+/// (`dir`) and binds over the image's, else `kind`.
+fn kind_of(kind: &str, target: &Path, source: &Path, dir: Option<&Path>) -> String {
+    let init = crate::container::etc::FILES
+        .iter()
+        .any(|(name, dst)| target == Path::new(dst) && dir.is_some_and(|d| source == d.join(name)));
+    if init { "init file" } else { kind }.into()
+}
+
 fn of_record(title: String, rec: &MountRecord) -> Stack {
+    let dir = rec.mountpoint.parent();
     Stack {
         title,
         layers: layers(rec.upper.as_deref(), &rec.lowers),
@@ -93,7 +103,12 @@ fn of_record(title: String, rec: &MountRecord) -> Stack {
             .iter()
             .map(|g| StackGraft {
                 target: g.target.display().to_string(),
-                kind: g.kind.clone(),
+                kind: kind_of(
+                    &g.kind,
+                    &g.target,
+                    &g.source.join(g.file.as_deref().unwrap_or("")),
+                    dir,
+                ),
                 source: match (&g.volume, &g.file) {
                     (Some(v), _) => format!("{v} ({})", g.source.display()),
                     (None, Some(f)) => g.source.join(f).display().to_string(),
@@ -144,9 +159,13 @@ pub fn of(root: &Root, what: &str) -> Result<Stack> {
                     Source::Volume(None) => ("volume", "(anonymous)".into()),
                     Source::Tmpfs { .. } => ("tmpfs", "tmpfs".into()),
                 };
+                let src = match &g.source {
+                    Source::Bind(p) => p.clone(),
+                    _ => PathBuf::new(),
+                };
                 s.grafts.push(StackGraft {
                     target: g.target.display().to_string(),
-                    kind: kind.into(),
+                    kind: kind_of(kind, &g.target, &src, Some(&dir)),
                     source,
                     mode: if g.read_only { "ro" } else { "rw" }.into(),
                 });
