@@ -136,6 +136,15 @@ enum Cmd {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// Watch a mount's copy-ups, whiteouts, opaque dirs, redirects, creates, removals,
+    /// renames and writes into grafts as they happen, one a line, until Ctrl-C.
+    Trace {
+        /// The mount, or any path inside it.
+        mount: PathBuf,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Explain paths of a strata mount: which layer supplies each, what hides the others,
     /// whether it was copied up, and how its st_ino was assigned.
     Explain {
@@ -547,6 +556,7 @@ fn real_main() {
             } => cli::container::each(&containers, |c| {
                 container::verbs::rm(&root, c, force, volumes)
             }),
+            Cmd::Trace { mount, json } => cli::trace::trace(&mount, json),
             Cmd::Explain { paths, mount, json } => {
                 cli::explain::explain(&paths, mount.as_deref(), json)
             }

@@ -7,4 +7,5 @@ pub mod cp;
 pub mod image;
 pub mod layers;
 pub mod mount;
+pub mod trace;
 pub mod volume;

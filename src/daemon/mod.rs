@@ -5,10 +5,12 @@
 //! mount live (or prints the child's error), so scripts can use the mount right after.
 //! `strata mount`, `image mount` and containers all mount through here.
 
+mod control;
 mod kernel;
 pub mod options;
 pub mod record;
 mod serve;
+pub mod trace;
 mod unmount;
 mod utab;
 

@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use super::kernel::{mount_direct, mount_fusermount, unmount_flags, unmount_path};
 use super::options::MountOptions;
 use super::unmount::pid_file;
-use super::{utab, Layout};
+use super::{control, utab, Layout};
 use crate::fuse::StrataFs;
 use crate::inode::InodeTable;
 use crate::union::graft::Tree;
@@ -188,6 +188,21 @@ pub(super) fn serve(layout: &Layout, source: Option<&str>, notify: Option<&Owned
     if let Some(p) = &pidfile {
         let _ = fs::write(p, std::process::id().to_string());
     }
+    // `strata trace` finds this mount's control socket through utab (root) or the record
+    // beside the pid file.
+    let control = match &layout.work {
+        Some(w) => match control::start(&w.join("strata"), &tree) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                log::warn!("no control socket (strata trace will not work): {e:#}");
+                None
+            }
+        },
+        None => None,
+    };
+    let control_record = control
+        .as_ref()
+        .and_then(|c| control::record(&layout.mountpoint, c.path()));
     log::info!(
         "mounted {} (lower: {}; upper: {}; whiteouts: {}; xattrs: {:?})",
         layout.mountpoint.display(),
@@ -209,7 +224,13 @@ pub(super) fn serve(layout: &Layout, source: Option<&str>, notify: Option<&Owned
         },
         xattr_ns
     );
-    let utab = root.then(|| utab::register(&layout.mountpoint, &fsname));
+    let utab = root.then(|| {
+        utab::register(
+            &layout.mountpoint,
+            &fsname,
+            control.as_ref().map(|c| c.path()),
+        )
+    });
     let record = super::record::write(&super::record::MountRecord {
         mountpoint: layout.mountpoint.clone(),
         pid: std::process::id(),
@@ -256,6 +277,10 @@ pub(super) fn serve(layout: &Layout, source: Option<&str>, notify: Option<&Owned
     if let Some(Some(line)) = &utab {
         utab::unregister(line);
     }
+    if let Some(r) = &control_record {
+        let _ = fs::remove_file(r);
+    }
+    drop(control);
     match r {
         Ok(()) => unsafe { libc::_exit(0) },
         Err(e) => Err(anyhow!("serving {}: {e}", layout.mountpoint.display())),

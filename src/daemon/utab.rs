@@ -32,12 +32,19 @@ fn locked<T>(f: impl FnOnce() -> std::io::Result<T>) -> std::io::Result<T> {
     f()
 }
 
-pub fn register(mountpoint: &Path, source: &str) -> Option<String> {
-    let line = format!(
+pub fn register(mountpoint: &Path, source: &str, control: Option<&Path>) -> Option<String> {
+    let mut line = format!(
         "SRC={} TARGET={} ROOT=/ OPTS=helper=strata",
         mangle(source),
         mangle(&mountpoint.to_string_lossy())
     );
+    // libmount keeps x-* options for userspace; `strata trace` reads this one.
+    if let Some(c) = control {
+        line.push_str(&format!(
+            ",{CONTROL_OPT}{}",
+            mangle_opt(&c.to_string_lossy())
+        ));
+    }
     let r = locked(|| {
         // Drop lines left by daemons that were killed: a later mount of another kind at
         // the same path must not be handed to umount.strata.
@@ -67,6 +74,27 @@ pub fn register(mountpoint: &Path, source: &str) -> Option<String> {
             None
         }
     }
+}
+
+pub const CONTROL_OPT: &str = "x-strata.control=";
+
+/// An option value also loses its commas (the option separator), as octal escapes.
+fn mangle_opt(s: &str) -> String {
+    mangle(s).replace(',', "\\054")
+}
+
+/// The control socket recorded for the mount at `mountpoint`, if any.
+pub fn control_of(mountpoint: &Path) -> Option<std::path::PathBuf> {
+    let target = format!("TARGET={}", mangle(&mountpoint.to_string_lossy()));
+    let text = fs::read_to_string(FILE).ok()?;
+    text.lines()
+        .rev()
+        .filter(|l| l.split(' ').any(|f| f == target))
+        .find_map(|l| {
+            let opts = l.split(' ').find_map(|f| f.strip_prefix("OPTS="))?;
+            let v = opts.split(',').find_map(|o| o.strip_prefix(CONTROL_OPT))?;
+            Some(std::path::PathBuf::from(super::unescape_mount(v)))
+        })
 }
 
 pub fn unregister(line: &str) {

@@ -42,6 +42,9 @@ pub(crate) struct Built {
     lower_nlink: u64,
     /// The copy carries its st_ino in an xattr, on disk with its data.
     numbered: bool,
+    /// Data bytes copied, and when the copy began (only while someone traces the mount).
+    bytes: u64,
+    started: Option<std::time::Instant>,
 }
 
 impl Union {
@@ -129,6 +132,7 @@ impl Union {
     /// kept, unless not `data`), owner, mode, xattrs, times and the st_ino it keeps, flushed to
     /// disk.
     fn build_copy(&self, id: u64, src: &Source, data: bool) -> Res<Built> {
+        let started = self.events.on().then(std::time::Instant::now);
         let work = self.work_fd()?;
         let tmp = self.tmp_name();
         let sst = &self.stored_owner(src);
@@ -186,6 +190,12 @@ impl Union {
                 from: src.path.clone(),
                 lower_nlink: sst.st_nlink,
                 numbered,
+                bytes: if data && kind == libc::S_IFREG {
+                    sst.st_size as u64
+                } else {
+                    0
+                },
+                started,
             }),
             Err(e) => {
                 let _ = sys::unlinkat(work, &tmp, kind == libc::S_IFDIR);
@@ -279,6 +289,14 @@ impl Union {
             b.layer,
             self.layer(b.layer).path.join(&b.from).display()
         );
+        self.events.emit(|name| super::events::Event::CopyUp {
+            path: name(&path),
+            kind: kind_name(b.kind).into(),
+            layer: b.layer,
+            source: self.layer(b.layer).path.join(&b.from).display().to_string(),
+            bytes: b.bytes,
+            micros: b.started.map_or(0, |t| t.elapsed().as_micros() as u64),
+        });
         if linked {
             for (p, n) in st.names.iter().skip(1) {
                 if let Err(e) = self.link_name(id, *p, n) {

@@ -6,6 +6,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
 use super::copy_up::{kind_name, Attrs};
+use super::events::Event;
 use super::layer::{whiteout_name, Probe};
 use super::{Found, NodeState, Union, ROOT_ID};
 use crate::sys::{self, Res};
@@ -212,11 +213,24 @@ impl Union {
         };
         let mut st = *found.top();
         self.fix_stat(node.id, &mut st, 0, &ppath.join(name));
+        let made_path = ppath.join(name);
+        self.events.emit(|n| Event::Create {
+            path: n(&made_path),
+            kind: match what {
+                NewEntry::Link { .. } => "hard link".into(),
+                _ => kind_name(kind).into(),
+            },
+        });
         if kind == libc::S_IFDIR && covered != Covered::Nothing {
             log::info!(
                 "opaque /{}: new directory over a deleted one; nothing below shows through",
                 ppath.join(name).display()
             );
+            self.events.emit(|n| Event::Opaque {
+                path: n(&made_path),
+                format: format!("xattr {}", self.opts.xattr_ns.opaque()),
+                reason: "new directory over a deleted one; nothing below shows through".into(),
+            });
         } else {
             log::debug!(
                 "create /{}: {}",
@@ -230,6 +244,14 @@ impl Union {
     pub(crate) fn set_opaque(&self, dirfd: i32, name: &OsStr) -> Res<()> {
         let p = sys::xattr_path(dirfd, name)?;
         sys::lsetxattr(&p, OsStr::new(self.opts.xattr_ns.opaque()), b"y", 0)
+    }
+
+    fn whiteout_format(&self) -> &'static str {
+        if self.opts.kernel_whiteouts {
+            "char device 0:0"
+        } else {
+            ".wh. file"
+        }
     }
 
     fn set_redirect(&self, dirfd: i32, name: &OsStr, origin: &Path) -> Res<()> {
@@ -371,12 +393,25 @@ impl Union {
                 "whiteout /{}: hides the lower {} ({})",
                 ppath.join(name).display(),
                 kind_name(found.kind()),
-                if self.opts.kernel_whiteouts {
-                    "char device 0:0"
-                } else {
-                    ".wh. file"
-                }
+                self.whiteout_format()
             );
+        }
+        let gone = ppath.join(name);
+        self.events.emit(|n| {
+            let path = n(&gone);
+            if rmdir {
+                Event::Rmdir { path }
+            } else {
+                Event::Unlink { path }
+            }
+        });
+        if has_lower {
+            self.events.emit(|n| Event::Whiteout {
+                path: n(&gone),
+                kind: kind_name(found.kind()).into(),
+                format: self.whiteout_format().into(),
+                cause: if rmdir { "rmdir" } else { "unlink" }.into(),
+            });
         }
         self.forget_name(id, parent, name);
         Ok(())
@@ -479,9 +514,19 @@ impl Union {
                     nppath.join(newname).display(),
                     origin.path.display()
                 );
+                self.events.emit(|n| Event::Redirect {
+                    path: n(&nppath.join(newname)),
+                    from: n(&ppath.join(name)),
+                    origin: format!("/{}", origin.path.display()),
+                });
             } else if !exchange && self.lower_exists(&npst, newname)? {
                 // An upper-only directory moving onto a name with lower content must hide it.
                 self.set_opaque(ofd, name)?;
+                self.events.emit(|n| Event::Opaque {
+                    path: n(&nppath.join(newname)),
+                    format: format!("xattr {}", self.opts.xattr_ns.opaque()),
+                    reason: "moved onto a name the lower layers have; they stay hidden".into(),
+                });
             }
         }
         if exchange {
@@ -533,8 +578,18 @@ impl Union {
                     "whiteout /{}: left behind by rename",
                     ppath.join(name).display()
                 );
+                self.events.emit(|n| Event::Whiteout {
+                    path: n(&ppath.join(name)),
+                    kind: kind_name(src.kind()).into(),
+                    format: self.whiteout_format().into(),
+                    cause: "rename".into(),
+                });
             }
         }
+        self.events.emit(|n| Event::Rename {
+            from: n(&ppath.join(name)),
+            to: n(&nppath.join(newname)),
+        });
 
         // The nodes follow.
         self.forget_name(src_id, parent, name);

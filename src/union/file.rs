@@ -109,7 +109,17 @@ impl Union {
             self.writable()?;
             self.copy_up_for_write(id, flags & libc::O_TRUNC != 0)?;
             let _g = self.read_ns();
-            self.open_top(id, flags)?
+            let opened = self.open_top(id, flags)?;
+            if self.opts.plain && self.events.on() {
+                if let Ok(path) = self.path_of(id) {
+                    self.events.emit(|n| super::events::Event::GraftWrite {
+                        path: n(&path),
+                        op: "open for writing".into(),
+                        source: String::new(),
+                    });
+                }
+            }
+            opened
         } else {
             let _g = self.read_ns();
             self.open_top(id, flags)?

@@ -70,6 +70,11 @@ impl Tree {
         &self.parts[0].fs
     }
 
+    /// Every union of the tree: the image's, then each graft's.
+    pub fn unions(&self) -> impl Iterator<Item = &Arc<Union>> {
+        self.parts.iter().map(|p| &p.fs)
+    }
+
     /// The `id_base` for the union of the next graft.
     pub fn next_id_base(&self) -> usize {
         GRAFT_ID_BASE + self.parts.len() - 1

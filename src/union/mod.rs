@@ -16,6 +16,7 @@
 pub mod access;
 pub mod copy_up;
 pub mod dir;
+pub mod events;
 pub mod file;
 pub mod graft;
 pub mod idmap;
@@ -217,6 +218,8 @@ pub struct Union {
     index_used: OnceLock<std::sync::atomic::AtomicBool>,
     /// Directories copied up whose entry in their parent no fsyncdir has made durable yet.
     unsynced_dirs: DashSet<u64>,
+    /// Where `strata trace` gets what this union does (see events).
+    pub events: events::Events,
 }
 
 fn is_dir(st: &libc::stat) -> bool {
@@ -248,6 +251,7 @@ impl Union {
             index: OnceLock::new(),
             index_used: OnceLock::new(),
             unsynced_dirs: DashSet::new(),
+            events: events::Events::default(),
         };
         let lowers: Vec<Loc> = (1..=u.lowers.len())
             .map(|layer| Loc {

@@ -268,6 +268,11 @@ fn attach_all(
             },
         )
         .map_err(|e| anyhow!("{}: {}", g.given, errstr(e)))?;
+        fs.events.set_graft(union::events::GraftOrigin {
+            target: g.target.clone(),
+            file: opened.file.clone(),
+            source: opened.what.clone(),
+        });
         tree.graft(parent, &name, Arc::new(fs), opened.file)
             .map_err(|e| anyhow!("{}: {}", g.given, errstr(e)))?;
         log::info!(
