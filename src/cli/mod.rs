@@ -2,8 +2,8 @@
 
 pub mod commit;
 pub mod container;
-pub mod explain;
 pub mod cp;
+pub mod explain;
 pub mod image;
 pub mod layers;
 pub mod mount;
