@@ -102,6 +102,9 @@ enum Cmd {
         /// Attach: wait for the command and exit with its code.
         #[arg(short, long)]
         attach: bool,
+        /// Attach stdin too (and the output, as -a).
+        #[arg(short, long)]
+        interactive: bool,
         #[arg(required = true)]
         containers: Vec<String>,
     },
@@ -464,7 +467,7 @@ fn main() {
             },
             Cmd::Restart { time, containers } => cli::container::each(&containers, |c| {
                 container::verbs::stop(&root, c, time)?;
-                match container::verbs::start(&root, c, false)? {
+                match container::verbs::start(&root, c, false, false)? {
                     Some(o) => match o.error {
                         Some(e) => anyhow::bail!("{e}"),
                         None => Ok(()),
@@ -487,7 +490,11 @@ fn main() {
             }
             Cmd::Diff { container } => cli::commit::diff(&root, &container),
             Cmd::Commit(a) => cli::commit::commit(&root, a),
-            Cmd::Start { attach, containers } => cli::container::start(&root, attach, &containers),
+            Cmd::Start {
+                attach,
+                interactive,
+                containers,
+            } => cli::container::start(&root, attach, interactive, &containers),
             Cmd::Inspect { containers } => cli::container::inspect(&root, &containers),
             Cmd::Wait { containers } => cli::container::wait(&root, &containers),
             Cmd::Kill { signal, containers } => {
