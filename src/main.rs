@@ -72,6 +72,9 @@ enum Cmd {
         /// Only ids.
         #[arg(short, long)]
         quiet: bool,
+        /// Docker's filters: id, name, status, exited, label, ancestor, volume (repeatable).
+        #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+        filter: Vec<String>,
     },
     /// Print a container's log (the output of a container run with -d).
     Logs {
@@ -479,7 +482,7 @@ fn main() {
                 Ok(code) => std::process::exit(code),
                 Err(e) => Err(e),
             },
-            Cmd::Ps { all, quiet } => cli::container::ps(&root, all, quiet),
+            Cmd::Ps { all, quiet, filter } => cli::container::ps(&root, all, quiet, &filter),
             Cmd::Logs {
                 follow,
                 tail,

@@ -350,9 +350,10 @@ pub fn exec(root: &Root, a: ExecArgs) -> Result<i32> {
     Ok(o.code)
 }
 
-/// `strata ps [-a] [-q]`, in Docker's columns.
-pub fn ps(root: &Root, all: bool, quiet: bool) -> Result<()> {
-    let rows = verbs::ps(root, all)?;
+/// `strata ps [-a] [-q] [--filter K=V]...`, in Docker's columns.
+pub fn ps(root: &Root, all: bool, quiet: bool, filters: &[String]) -> Result<()> {
+    let filters = crate::container::filter::Filters::parse(filters)?;
+    let rows = verbs::ps(root, all, &filters)?;
     if quiet {
         for r in rows {
             println!("{}", r.id);

@@ -5,6 +5,7 @@ pub mod attach;
 pub mod detach;
 pub mod etc;
 pub mod exec;
+pub mod filter;
 pub mod grafts;
 pub mod inspect;
 pub mod layers;

@@ -76,8 +76,10 @@ fn status(s: &State) -> String {
     }
 }
 
-/// Containers, newest first; only running ones unless `all`.
-pub fn ps(root: &Root, all: bool) -> Result<Vec<Row>> {
+/// Containers, newest first; only running ones unless `all` (or a status filter); those
+/// `filters` match.
+pub fn ps(root: &Root, all: bool, filters: &super::filter::Filters) -> Result<Vec<Row>> {
+    let all = all || filters.implies_all();
     let store = Store::new(root);
     let lock = store.lock()?;
     let mut list: Vec<(Config, State)> = store
@@ -88,6 +90,7 @@ pub fn ps(root: &Root, all: bool) -> Result<Vec<Row>> {
             Some((c, s))
         })
         .filter(|(_, s)| all || s.status == "running")
+        .filter(|(c, s)| filters.matches(c, s))
         .collect();
     list.sort_by(|a, b| b.0.created.cmp(&a.0.created));
     Ok(list
