@@ -28,7 +28,7 @@ fn run_with_stdin(f: &Fx, args: &[&str], input: &str) -> CmdOut {
     let dir = tempfile::tempdir().unwrap();
     let inp = dir.path().join("in");
     std::fs::write(&inp, input).unwrap();
-    let mut c = strata(f, &[&["run"], args].concat());
+    let c = strata(f, &[&["run"], args].concat());
     let dir2 = dir.path().to_path_buf();
     let script = format!(
         "exec \"$@\" < {} > {}/out 2> {}/err",
