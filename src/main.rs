@@ -74,6 +74,9 @@ enum Cmd {
         /// Only ids.
         #[arg(short, long)]
         quiet: bool,
+        /// Docker's filters: id, name, status, exited, label, ancestor, volume (repeatable).
+        #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+        filter: Vec<String>,
     },
     /// Print a container's log (the output of a container run with -d).
     Logs {
@@ -104,6 +107,9 @@ enum Cmd {
         /// Attach: wait for the command and exit with its code.
         #[arg(short, long)]
         attach: bool,
+        /// Attach stdin too (and the output, as -a).
+        #[arg(short, long)]
+        interactive: bool,
         #[arg(required = true)]
         containers: Vec<String>,
     },
@@ -518,7 +524,7 @@ fn real_main() {
             },
             Cmd::Restart { time, containers } => cli::container::each(&containers, |c| {
                 container::verbs::stop(&root, c, time)?;
-                match container::verbs::start(&root, c, false)? {
+                match container::verbs::start(&root, c, false, false)? {
                     Some(o) => match o.error {
                         Some(e) => anyhow::bail!("{e}"),
                         None => Ok(()),
@@ -530,7 +536,7 @@ fn real_main() {
                 Ok(code) => finish(code),
                 Err(e) => Err(e),
             },
-            Cmd::Ps { all, quiet } => cli::container::ps(&root, all, quiet),
+            Cmd::Ps { all, quiet, filter } => cli::container::ps(&root, all, quiet, &filter),
             Cmd::Logs {
                 follow,
                 tail,
@@ -541,7 +547,11 @@ fn real_main() {
             }
             Cmd::Diff { container } => cli::commit::diff(&root, &container),
             Cmd::Commit(a) => cli::commit::commit(&root, a),
-            Cmd::Start { attach, containers } => cli::container::start(&root, attach, &containers),
+            Cmd::Start {
+                attach,
+                interactive,
+                containers,
+            } => cli::container::start(&root, attach, interactive, &containers),
             Cmd::Inspect { containers } => cli::container::inspect(&root, &containers),
             Cmd::Wait { containers } => cli::container::wait(&root, &containers),
             Cmd::Kill { signal, containers } => {

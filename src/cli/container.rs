@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 
 use crate::container::run::{self, RunRequest};
-use crate::container::verbs;
+use crate::container::{attach, verbs};
 use crate::launcher::cgroups::{parse_size, Limits};
 use crate::launcher::{caps, Network};
 use crate::state::Root;
@@ -17,6 +17,12 @@ pub struct RunArgs {
     /// Run in the background and print the container's id; its output goes to its log.
     #[arg(short = 'd', long)]
     pub detach: bool,
+    /// Keep stdin open: the caller's in the foreground, held open with -d.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Give the container a terminal of its own (a pty).
+    #[arg(short = 't', long)]
+    pub tty: bool,
     /// Assign a name to the container.
     #[arg(long)]
     pub name: Option<String>,
@@ -79,6 +85,12 @@ pub struct RunArgs {
     /// with :ro (repeatable).
     #[arg(long = "volumes-from", value_name = "CONTAINER[:ro|:rw]")]
     pub volumes_from: Vec<String>,
+    /// Mount the container's root read-only (its volumes, binds and tmpfs stay writable).
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+    /// The signal `stop` sends first [default: the image's StopSignal, or SIGTERM].
+    #[arg(long = "stop-signal", value_name = "SIGNAL")]
+    pub stop_signal: Option<String>,
     /// Overwrite the image's entrypoint ("" clears it).
     #[arg(long, value_name = "CMD")]
     pub entrypoint: Option<String>,
@@ -121,6 +133,7 @@ const VALUE_FLAGS: &[&str] = &[
     "--tmpfs",
     "--root",
     "--volumes-from",
+    "--stop-signal",
 ];
 
 /// Docker stops reading flags at `run`'s IMAGE and `exec`'s CONTAINER: what follows is the
@@ -233,6 +246,10 @@ pub fn request(a: RunArgs) -> Result<RunRequest> {
     }
     Ok(RunRequest {
         detach: a.detach,
+        interactive: a.interactive,
+        tty: a.tty,
+        read_only: a.read_only,
+        stop_signal: a.stop_signal,
         name: a.name,
         auto_remove: a.rm,
         source: a.image,
@@ -262,6 +279,10 @@ pub fn request(a: RunArgs) -> Result<RunRequest> {
 
 /// `strata run`: the exit code to exit with. A failure of strata itself is Err (exit 125).
 pub fn run(root: &Root, a: RunArgs) -> Result<i32> {
+    if a.interactive && a.tty && !a.detach && !attach::is_terminal(0) {
+        eprintln!("strata: {}", attach::NOT_A_TTY);
+        return Ok(1);
+    }
     let o = run::run(root, request(a)?)?;
     if let Some(e) = o.error {
         eprintln!("strata: {e}");
@@ -280,6 +301,15 @@ pub fn create(root: &Root, a: RunArgs) -> Result<()> {
 
 #[derive(Args, Debug)]
 pub struct ExecArgs {
+    /// Keep stdin open: the caller's.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Give the command a terminal of its own (a pty).
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Run the command in the background.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
     /// Set an environment variable: KEY=VALUE, or KEY to pass the caller's (repeatable).
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
@@ -303,6 +333,10 @@ pub struct ExecArgs {
 /// `strata exec`: the command's exit code, or Err when it could not be started for a reason of
 /// strata's own (no such container, not running).
 pub fn exec(root: &Root, a: ExecArgs) -> Result<i32> {
+    if a.interactive && a.tty && !a.detach && !attach::is_terminal(0) {
+        eprintln!("strata: {}", attach::NOT_A_TTY);
+        return Ok(1);
+    }
     let o = crate::container::exec::exec(
         root,
         crate::container::exec::ExecRequest {
@@ -311,6 +345,9 @@ pub fn exec(root: &Root, a: ExecArgs) -> Result<i32> {
             env: env(&a.env),
             workdir: a.workdir,
             user: a.user,
+            interactive: a.interactive,
+            tty: a.tty,
+            detach: a.detach,
         },
     )?;
     if let Some(e) = o.error {
@@ -319,9 +356,10 @@ pub fn exec(root: &Root, a: ExecArgs) -> Result<i32> {
     Ok(o.code)
 }
 
-/// `strata ps [-a] [-q]`, in Docker's columns.
-pub fn ps(root: &Root, all: bool, quiet: bool) -> Result<()> {
-    let rows = verbs::ps(root, all)?;
+/// `strata ps [-a] [-q] [--filter K=V]...`, in Docker's columns.
+pub fn ps(root: &Root, all: bool, quiet: bool, filters: &[String]) -> Result<()> {
+    let filters = crate::container::filter::Filters::parse(filters)?;
+    let rows = verbs::ps(root, all, &filters)?;
     if quiet {
         for r in rows {
             println!("{}", r.id);
@@ -393,14 +431,18 @@ pub fn logs(root: &Root, container: &str, follow: bool, tail: Option<&str>) -> R
     Ok(())
 }
 
-/// `strata start [-a] C...`: detached, each name printed; with -a (one container) the exit
-/// code is the command's.
-pub fn start(root: &Root, attach: bool, names: &[String]) -> Result<()> {
-    if attach {
+/// `strata start [-a] [-i] C...`: detached, each name printed; with -a or -i (one container)
+/// the exit code is the command's, and with -i the caller's stdin is the container's.
+pub fn start(root: &Root, attach: bool, stdin: bool, names: &[String]) -> Result<()> {
+    if attach || stdin {
         let [name] = names else {
             bail!("you cannot start and attach multiple containers at once");
         };
-        let code = match verbs::start(root, name, true)? {
+        if stdin && verbs::is_tty(root, name)? && !attach::is_terminal(0) {
+            eprintln!("strata: {}", attach::NOT_A_TTY);
+            std::process::exit(1);
+        }
+        let code = match verbs::start(root, name, true, stdin)? {
             None => 0,
             Some(o) => {
                 if let Some(e) = o.error {
@@ -411,7 +453,7 @@ pub fn start(root: &Root, attach: bool, names: &[String]) -> Result<()> {
         };
         std::process::exit(code);
     }
-    each(names, |n| match verbs::start(root, n, false)? {
+    each(names, |n| match verbs::start(root, n, false, false)? {
         Some(o) => match o.error {
             Some(e) => bail!("{e}"),
             None => Ok(()),

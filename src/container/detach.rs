@@ -4,11 +4,13 @@
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
+use super::attach::Stdin;
 use super::records::{Config, Store};
-use super::run::{launch, Outcome};
+use super::run::{launch, Notify, Outcome};
 use crate::launcher::{process, Failure, EXIT_FAILED};
 use crate::state::Root;
 
@@ -20,13 +22,17 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// The monitor's stdio: nothing in, the container's log out (the container inherits both).
-fn redirect(store: &Store, config: &Config) -> Result<()> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(store.container_dir(&config.id).join("log"))
-        .context("open the container's log")?;
+/// The background process's stdio: nothing in, `out` (or nothing) out; the command started
+/// inherits both.
+fn redirect(out: Option<&Path>) -> Result<()> {
+    let log = match out {
+        Some(p) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .context("open the container's log")?,
+        None => std::fs::OpenOptions::new().write(true).open("/dev/null")?,
+    };
     let null = std::fs::File::open("/dev/null")?;
     unsafe {
         libc::dup2(null.as_raw_fd(), 0);
@@ -37,6 +43,24 @@ fn redirect(store: &Store, config: &Config) -> Result<()> {
 }
 
 pub fn start(root: &Root, store: &Store, config: &Config, fresh: bool) -> Result<Outcome> {
+    let stdin = if config.interactive {
+        Stdin::Held
+    } else {
+        Stdin::Null
+    };
+    let log = store.container_dir(&config.id).join("log");
+    let mut o = background(Some(&log), &|notify| {
+        launch(root, store, config, fresh, stdin, Some(notify))
+    })?;
+    if o.error.is_none() {
+        o.detached = Some(config.id.clone());
+    }
+    Ok(o)
+}
+
+/// Run `body` in a process of its own (a new session, its output `out`), and return once
+/// `body` tells that the command runs (Ok, code 0), or why it could not.
+pub fn background(out: Option<&Path>, body: &dyn Fn(Notify) -> Result<Outcome>) -> Result<Outcome> {
     let (rd, wr) = pipe()?;
     // Forked while this process has no threads (the mount's daemon is forked from the child).
     match unsafe { libc::fork() } {
@@ -53,15 +77,8 @@ pub fn start(root: &Root, store: &Store, config: &Config, fresh: bool) -> Result
                 let _ =
                     (&std::fs::File::from(wr.try_clone().expect("dup"))).write_all(line.as_bytes());
             };
-            let r = redirect(store, config).and_then(|()| {
-                launch(
-                    root,
-                    store,
-                    config,
-                    fresh,
-                    Some(&|r: &Result<(), Failure>| tell(r.as_ref().err())),
-                )
-            });
+            let r = redirect(out)
+                .and_then(|()| body(&|r: &Result<(), Failure>| tell(r.as_ref().err())));
             if let Err(e) = r {
                 // Before the start (the mount, the cgroup): the caller is still waiting.
                 tell(Some(&Failure::setup(format!("{e:#}"))));
@@ -85,7 +102,7 @@ pub fn start(root: &Root, store: &Store, config: &Config, fresh: bool) -> Result
             let first = text.trim();
             if first == "ok" {
                 return Ok(Outcome {
-                    detached: Some(config.id.clone()),
+                    detached: None,
                     code: 0,
                     error: None,
                 });

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
+use super::attach::{Prepared, Stdin};
 use super::monitor;
 use super::records::Store;
 use super::run::Outcome;
@@ -20,6 +21,12 @@ pub struct ExecRequest {
     pub env: Vec<String>,
     pub workdir: Option<PathBuf>,
     pub user: Option<String>,
+    /// `-i`: the caller's stdin (held open with -d).
+    pub interactive: bool,
+    /// `-t`: a pty of its own.
+    pub tty: bool,
+    /// `-d`: returns once the command runs; a process of its own waits for it.
+    pub detach: bool,
 }
 
 pub fn exec(root: &Root, req: ExecRequest) -> Result<Outcome> {
@@ -47,19 +54,48 @@ pub fn exec(root: &Root, req: ExecRequest) -> Result<Outcome> {
     }
     let target = Target::open(state.pid)?;
     let cg = Cgroup::existing(Path::new(cgroups::ROOT), &config.id);
-    exec::join_pid(&syscall::Linux, &target).map_err(|f| anyhow::anyhow!(f.msg))?;
-    let started = clone::spawn_with(nix::sched::CloneFlags::empty(), &|report| {
-        exec::start(&target, &spec, report)
+    let stdin = match (req.interactive, req.detach) {
+        (false, _) => Stdin::Null,
+        (true, false) => Stdin::Caller,
+        (true, true) => Stdin::Held,
+    };
+    if req.detach {
+        return super::detach::background(None, &|notify| {
+            run_and_wait(&target, &spec, &cg, stdin, req.tty, Some(notify))
+        });
+    }
+    run_and_wait(&target, &spec, &cg, stdin, req.tty, None)
+}
+
+/// Join, clone, start and wait: the command's outcome. `notify` hears once it runs.
+fn run_and_wait(
+    target: &Target,
+    spec: &crate::launcher::Spec,
+    cg: &Cgroup,
+    stdin: Stdin,
+    tty: bool,
+    notify: Option<super::run::Notify>,
+) -> Result<Outcome> {
+    exec::join_pid(&syscall::Linux, target).map_err(|f| anyhow::anyhow!(f.msg))?;
+    let io = Prepared::new(stdin, tty)?;
+    let ioc = io.io();
+    let started = clone::spawn_with(nix::sched::CloneFlags::empty(), ioc, &|report| {
+        exec::start(target, spec, &ioc, report)
     })?;
     let pid = started.pid;
     if let Err(e) = cg.add(pid.as_raw()) {
         drop(started);
+        io.abandon();
         monitor::wait(pid);
         return Err(e);
     }
     monitor::proxy_signals(pid);
     let r = started.release();
-    let code = monitor::wait(pid);
+    let attached = io.attach();
+    if let Some(n) = notify {
+        n(&r);
+    }
+    let code = attached.wait(pid);
     monitor::stop_proxy();
     Ok(Outcome::waited(code, r))
 }

@@ -42,7 +42,7 @@ pub fn to_json(root: &Root, store: &Store, c: &Config, s: &State) -> Value {
         .cloned()
         .collect();
     let sp = &c.spec;
-    json!({
+    let mut v = json!({
         "Id": c.id,
         "Created": c.created,
         "Path": sp.args.first(),
@@ -85,6 +85,9 @@ pub fn to_json(root: &Root, store: &Store, c: &Config, s: &State) -> Value {
             "Image": c.image,
             "WorkingDir": if sp.cwd.as_os_str() == "/" { String::new() } else { sp.cwd.display().to_string() },
             "Entrypoint": null,
+            "Tty": c.tty,
+            "OpenStdin": c.interactive,
+            "Labels": c.labels,
         },
         "HostConfig": {
             "AutoRemove": c.auto_remove,
@@ -96,8 +99,14 @@ pub fn to_json(root: &Root, store: &Store, c: &Config, s: &State) -> Value {
             "CapAdd": cap_names(sp.caps & !caps::mask_of(caps::DOCKER_DEFAULT)),
             "CapDrop": cap_names(caps::mask_of(caps::DOCKER_DEFAULT) & !sp.caps),
             "SecurityOpt": if sp.no_new_privileges { vec!["no-new-privileges"] } else { vec![] },
+            "ReadonlyRootfs": sp.read_only,
         },
-    })
+    });
+    // Docker leaves StopSignal out when neither the image nor the command line set one.
+    if let Some(sig) = &c.stop_signal {
+        v["Config"]["StopSignal"] = json!(sig);
+    }
+    v
 }
 
 /// The JSON of each container found, and the names not found.

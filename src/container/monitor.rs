@@ -1,7 +1,7 @@
 //! Waiting for the container's PID 1 as its parent: signals sent to `strata run` are passed on
 //! to it (Docker's sig-proxy), and its end is turned into Docker's exit code.
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
@@ -9,6 +9,10 @@ use nix::unistd::Pid;
 use crate::launcher::init::exit_code;
 
 static CHILD: AtomicI32 = AtomicI32::new(0);
+/// With a terminal the window size goes to the pty (whose kernel tells the foreground job),
+/// not to PID 1 as a signal.
+static TTY: AtomicBool = AtomicBool::new(false);
+static WINCH: AtomicBool = AtomicBool::new(false);
 
 /// The signals a foreground `docker run` passes on.
 const PROXIED: &[libc::c_int] = &[
@@ -22,6 +26,10 @@ const PROXIED: &[libc::c_int] = &[
 ];
 
 extern "C" fn forward(sig: libc::c_int) {
+    if sig == libc::SIGWINCH && TTY.load(Ordering::SeqCst) {
+        WINCH.store(true, Ordering::SeqCst);
+        return;
+    }
     let pid = CHILD.load(Ordering::SeqCst);
     if pid > 0 {
         unsafe { libc::kill(pid, sig) };
@@ -40,6 +48,17 @@ pub fn proxy_signals(pid: Pid) {
             libc::sigaction(*s, &sa, std::ptr::null_mut());
         }
     }
+}
+
+/// Window size changes go to the pty's relay from now on (`on`), or to PID 1 again.
+pub fn tty_mode(on: bool) {
+    TTY.store(on, Ordering::SeqCst);
+    WINCH.store(on, Ordering::SeqCst);
+}
+
+/// Has the caller's window changed since the last look?
+pub fn take_winch() -> bool {
+    WINCH.swap(false, Ordering::SeqCst)
 }
 
 /// Stop passing signals on (the process is gone; its pid may be reused).

@@ -41,6 +41,18 @@ pub struct Config {
     pub created: String,
     pub auto_remove: bool,
     pub limits: Limits,
+    /// `-t`: the process has a pty of its own (Docker's Config.Tty).
+    #[serde(default)]
+    pub tty: bool,
+    /// `-i`: its stdin is kept open (Docker's Config.OpenStdin).
+    #[serde(default)]
+    pub interactive: bool,
+    /// `--stop-signal`, or the image's StopSignal: what `stop` sends first (SIGTERM if none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+    /// The image's labels (`ps --filter label=`).
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
     /// What the launcher is given (its rootfs is the container's merged directory).
     pub spec: Spec,
 }
@@ -337,7 +349,13 @@ mod tests {
                 caps: 0,
                 no_new_privileges: false,
                 console: None,
+                read_only: false,
+                writable: vec![],
             },
+            tty: false,
+            interactive: false,
+            stop_signal: None,
+            labels: Default::default(),
         };
         let dir = store.create(&config).unwrap();
         assert!(dir.join("upper").is_dir() && dir.join("work").is_dir());

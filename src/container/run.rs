@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
+use super::attach::{Prepared, Stdin};
 use super::monitor;
 use super::mount::{mount_root, RootMount};
 use super::records::{self, Config, Store};
@@ -19,6 +20,14 @@ use crate::state::Root;
 
 pub struct RunRequest {
     pub detach: bool,
+    /// `-i`: keep stdin open (the caller's in the foreground).
+    pub interactive: bool,
+    /// `-t`: a terminal of its own.
+    pub tty: bool,
+    /// `--read-only`: the root is read-only, its read-write volumes, binds and tmpfs not.
+    pub read_only: bool,
+    /// `--stop-signal`: what `stop` sends first.
+    pub stop_signal: Option<String>,
     pub name: Option<String>,
     pub auto_remove: bool,
     /// An image, or a rootfs directory.
@@ -96,12 +105,23 @@ pub fn run(root: &Root, req: RunRequest) -> Result<Outcome> {
     if detach {
         return super::detach::start(root, &store, &config, true);
     }
-    launch(root, &store, &config, true, None)
+    let stdin = if config.interactive {
+        Stdin::Caller
+    } else {
+        Stdin::Null
+    };
+    launch(root, &store, &config, true, stdin, None)
 }
 
 /// `create`: the container's record and directory, ready for `start`. Its id.
 pub fn create_only(root: &Root, req: RunRequest) -> Result<String> {
     Ok(create(root, req)?.1.id)
+}
+
+/// Outer paths before the ones inside them (each is bound onto itself in that order).
+fn writable_outer_first(mut paths: Vec<PathBuf>) -> Vec<PathBuf> {
+    paths.sort_by_key(|p| p.components().count());
+    paths
 }
 
 /// Check the request and make the container's record.
@@ -132,6 +152,17 @@ fn create(root: &Root, req: RunRequest) -> Result<(Store, Config)> {
         }
         None => records::name_for(&id),
     };
+    if let Some(s) = &req.stop_signal {
+        super::verbs::parse_signal(s)?;
+    }
+    let writable = graft_specs
+        .iter()
+        .map(grafts::parse)
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .filter(|g| !g.read_only)
+        .map(|g| g.target)
+        .collect::<Vec<_>>();
     let store = Store::new(root);
     let dir = store.container_dir(&id);
     graft_specs.extend(etc::grafts(&dir, &graft_specs)?);
@@ -149,6 +180,8 @@ fn create(root: &Root, req: RunRequest) -> Result<(Store, Config)> {
         caps: req.caps & crate::launcher::caps::available(),
         no_new_privileges: req.no_new_privileges,
         console: if req.detach { None } else { console() },
+        read_only: req.read_only,
+        writable: writable_outer_first(writable),
     };
     let mut config = Config {
         id,
@@ -162,6 +195,10 @@ fn create(root: &Root, req: RunRequest) -> Result<(Store, Config)> {
         created: records::now(),
         auto_remove: req.auto_remove,
         limits: req.limits,
+        tty: req.tty,
+        interactive: req.interactive,
+        stop_signal: req.stop_signal.or(src.stop_signal),
+        labels: src.labels,
         spec,
     };
     if generated {
@@ -177,7 +214,7 @@ fn create(root: &Root, req: RunRequest) -> Result<(Store, Config)> {
 }
 
 /// Mount, make the cgroup, start, wait, record the end and take everything down. `notify` is
-/// told once the command runs (or why it could not).
+/// told once the command runs (or why it could not); `stdin` is the process's stdin.
 ///
 /// A `fresh` container (just made by `run`) that fails to start is removed whole; one started
 /// again (`start`) keeps its record and writable layer, and is recorded as exited.
@@ -186,6 +223,7 @@ pub fn launch(
     store: &Store,
     config: &Config,
     fresh: bool,
+    stdin: Stdin,
     notify: Option<Notify>,
 ) -> Result<Outcome> {
     let id = &config.id;
@@ -217,7 +255,7 @@ pub fn launch(
             return gone(e);
         }
     };
-    let r = start_and_wait(store, config, &cg, notify);
+    let r = start_and_wait(store, config, &cg, stdin, notify);
     let failed = !matches!(r, Ok(Outcome { error: None, .. }));
     let remove = config.auto_remove || (fresh && failed);
     let oom = cg.oom_kills() > 0;
@@ -262,11 +300,14 @@ fn start_and_wait(
     store: &Store,
     config: &Config,
     cg: &Cgroup,
+    stdin: Stdin,
     notify: Option<Notify>,
 ) -> Result<Outcome> {
-    let started = clone::spawn(&config.spec)?;
+    let io = Prepared::new(stdin, config.tty)?;
+    let started = clone::spawn(&config.spec, io.io())?;
     let pid = started.pid;
     if let Err(e) = cg.add(pid.as_raw()) {
+        io.abandon();
         // Dropping `started` lets the child see the caller give up; it exits at once.
         drop(started);
         monitor::wait(pid);
@@ -274,6 +315,7 @@ fn start_and_wait(
     }
     monitor::proxy_signals(pid);
     let started = started.release();
+    let attached = io.attach();
     // Running once the command is: a signal passed on before that could reach a PID 1 that
     // has not set up its handling yet, and be dropped.
     if started.is_ok() {
@@ -287,7 +329,7 @@ fn start_and_wait(
         });
         if let Err(e) = r {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            monitor::wait(pid);
+            attached.wait(pid);
             monitor::stop_proxy();
             return Err(e);
         }
@@ -297,7 +339,7 @@ fn start_and_wait(
     if let (Some(n), Ok(())) = (notify, &started) {
         n(&Ok(()));
     }
-    let code = monitor::wait(pid);
+    let code = attached.wait(pid);
     monitor::stop_proxy();
     Ok(Outcome::waited(code, started))
 }

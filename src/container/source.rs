@@ -23,6 +23,8 @@ pub struct Source {
     pub user: String,
     /// The image's VOLUMEs.
     pub volumes: Vec<String>,
+    pub stop_signal: Option<String>,
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// A directory that exists is a rootfs; anything else names an image. A path (it starts
@@ -52,6 +54,8 @@ pub fn resolve(root: &Root, given: &str) -> Result<Source> {
         working_dir: i.config.working_dir,
         user: i.config.user,
         volumes: i.config.volumes,
+        stop_signal: i.config.stop_signal,
+        labels: i.config.labels.into_iter().collect(),
     })
 }
 

@@ -76,8 +76,10 @@ fn status(s: &State) -> String {
     }
 }
 
-/// Containers, newest first; only running ones unless `all`.
-pub fn ps(root: &Root, all: bool) -> Result<Vec<Row>> {
+/// Containers, newest first; only running ones unless `all` (or a status filter); those
+/// `filters` match.
+pub fn ps(root: &Root, all: bool, filters: &super::filter::Filters) -> Result<Vec<Row>> {
+    let all = all || filters.implies_all();
     let store = Store::new(root);
     let lock = store.lock()?;
     let mut list: Vec<(Config, State)> = store
@@ -88,6 +90,7 @@ pub fn ps(root: &Root, all: bool) -> Result<Vec<Row>> {
             Some((c, s))
         })
         .filter(|(_, s)| all || s.status == "running")
+        .filter(|(c, s)| filters.matches(c, s))
         .collect();
     list.sort_by(|a, b| b.0.created.cmp(&a.0.created));
     Ok(list
@@ -178,7 +181,8 @@ fn signal(pid: i32, sig: libc::c_int) {
     }
 }
 
-/// SIGTERM to PID 1, SIGKILL after `timeout` seconds, as `docker stop`.
+/// The container's stop signal (or SIGTERM) to PID 1, SIGKILL after `timeout` seconds, as
+/// `docker stop`.
 pub fn stop(root: &Root, key: &str, timeout: u64) -> Result<()> {
     let store = Store::new(root);
     let (c, s) = {
@@ -190,7 +194,11 @@ pub fn stop(root: &Root, key: &str, timeout: u64) -> Result<()> {
     if s.status != "running" {
         return Ok(());
     }
-    signal(s.pid, libc::SIGTERM);
+    let first = match &c.stop_signal {
+        Some(sig) => parse_signal(sig)?,
+        None => libc::SIGTERM,
+    };
+    signal(s.pid, first);
     if !wait_monitor(&store, &c.id, Duration::from_secs(timeout)) {
         signal(s.pid, libc::SIGKILL);
         if !wait_monitor(&store, &c.id, Duration::from_secs(30)) {
@@ -270,8 +278,15 @@ pub fn rm(root: &Root, key: &str, force: bool, volumes: bool) -> Result<()> {
 }
 
 /// `start`: run a stopped container again, on the same writable layer. Detached unless
-/// `attach` (then the exit code is the command's). Returns None when it was already running.
-pub fn start(root: &Root, key: &str, attach: bool) -> Result<Option<super::run::Outcome>> {
+/// `attach` (then the exit code is the command's; with `stdin` too, the caller's stdin is
+/// the container's, if it was made with -i). Returns None when it was already running.
+pub fn start(
+    root: &Root,
+    key: &str,
+    attach: bool,
+    stdin: bool,
+) -> Result<Option<super::run::Outcome>> {
+    use super::attach::Stdin;
     let store = Store::new(root);
     let c = {
         let lock = store.lock()?;
@@ -288,11 +303,23 @@ pub fn start(root: &Root, key: &str, attach: bool) -> Result<Option<super::run::
         s.oom_killed = false;
     })?;
     let o = if attach {
-        super::run::launch(root, &store, &c, false, None)?
+        let s = match (c.interactive, stdin) {
+            (true, true) => Stdin::Caller,
+            (true, false) => Stdin::Held,
+            (false, _) => Stdin::Null,
+        };
+        super::run::launch(root, &store, &c, false, s, None)?
     } else {
         super::detach::start(root, &store, &c, false)?
     };
     Ok(Some(o))
+}
+
+/// Was the container made with -t?
+pub fn is_tty(root: &Root, key: &str) -> Result<bool> {
+    let store = Store::new(root);
+    let lock = store.lock()?;
+    Ok(store.find(&lock, key)?.tty)
 }
 
 /// `wait`: block until the container has exited; its exit code.
@@ -324,20 +351,10 @@ pub fn parse_signal(s: &str) -> Result<i32> {
     }
     let up = s.to_ascii_uppercase();
     let name = up.strip_prefix("SIG").unwrap_or(&up);
-    let sig = match name {
-        "HUP" => libc::SIGHUP,
-        "INT" => libc::SIGINT,
-        "QUIT" => libc::SIGQUIT,
-        "KILL" => libc::SIGKILL,
-        "USR1" => libc::SIGUSR1,
-        "USR2" => libc::SIGUSR2,
-        "TERM" => libc::SIGTERM,
-        "STOP" => libc::SIGSTOP,
-        "CONT" => libc::SIGCONT,
-        "WINCH" => libc::SIGWINCH,
-        _ => bail!("Invalid signal: {s}"),
-    };
-    Ok(sig)
+    match format!("SIG{name}").parse::<nix::sys::signal::Signal>() {
+        Ok(sig) => Ok(sig as i32),
+        Err(_) => bail!("Invalid signal: {s}"),
+    }
 }
 
 /// `kill`: send a signal to PID 1 (SIGKILL unless given).

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use nix::sched::CloneFlags;
 use nix::unistd::Pid;
 
+use super::tty::{self, Io};
 use super::{namespaces, process, Failure, Spec};
 
 /// A cloned process waiting for [`Started::release`].
@@ -29,6 +30,7 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 
 fn child(
     body: &dyn Fn(RawFd) -> isize,
+    io: &Io,
     go: RawFd,
     go_w: RawFd,
     report_r: RawFd,
@@ -52,19 +54,21 @@ fn child(
         unsafe { libc::_exit(super::EXIT_FAILED) }
     }
     unsafe { libc::close(go) };
+    tty::stdin(io);
     body(report)
 }
 
 /// Clone the container's first process (PID 1 of a new PID namespace), which runs
 /// [`super::start`] once released.
-pub fn spawn(spec: &Spec) -> Result<Started> {
-    spawn_with(namespaces::clone_flags(), &|report| {
-        super::start(spec, report)
+pub fn spawn(spec: &Spec, io: Io) -> Result<Started> {
+    spawn_with(namespaces::clone_flags(), io, &|report| {
+        super::start(spec, &io, report)
     })
 }
 
-/// Clone a process with `flags` that runs `body` (given the report fd) once released.
-pub fn spawn_with(flags: CloneFlags, body: &dyn Fn(RawFd) -> isize) -> Result<Started> {
+/// Clone a process with `flags` that takes its stdin from `io` and runs `body` (given the
+/// report fd) once released.
+pub fn spawn_with(flags: CloneFlags, io: Io, body: &dyn Fn(RawFd) -> isize) -> Result<Started> {
     let (go_r, go_w) = pipe()?;
     let (rep_r, rep_w) = pipe()?;
     let (g, gw, rr, rw) = (
@@ -74,7 +78,7 @@ pub fn spawn_with(flags: CloneFlags, body: &dyn Fn(RawFd) -> isize) -> Result<St
         rep_w.as_raw_fd(),
     );
     let mut stack = vec![0u8; 1 << 20];
-    let cb = Box::new(|| child(body, g, gw, rr, rw));
+    let cb = Box::new(|| child(body, &io, g, gw, rr, rw));
     let pid = unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }
         .context("cannot create the container's process (clone)")?;
     drop(go_r);

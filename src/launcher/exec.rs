@@ -95,7 +95,7 @@ pub fn enter(
 }
 
 /// The clone's whole life: [`enter`], then exec; a failure is reported and exits.
-pub fn start(t: &Target, spec: &Spec, report: RawFd) -> ! {
+pub fn start(t: &Target, spec: &Spec, io: &super::tty::Io, report: RawFd) -> ! {
     let sys = super::syscall::Linux;
     let fail = |f: Failure| -> ! {
         process::report(report, &f);
@@ -105,6 +105,9 @@ pub fn start(t: &Target, spec: &Spec, report: RawFd) -> ! {
         Ok(c) => c,
         Err(f) => fail(f),
     };
+    if let Err(f) = super::tty::console(io) {
+        fail(f)
+    }
     super::syscall::cloexec_from_3();
     fail(process::exec(&sys, &cmd))
 }

@@ -118,6 +118,10 @@ impl Syscall for Recorder {
     fn umount2(&self, target: &Path, mflags: MntFlags) -> SysResult<()> {
         self.rec(format!("umount2 {} {}", d(target), flags(mflags)))
     }
+    fn mount_flags(&self, path: &Path) -> SysResult<MsFlags> {
+        self.rec(format!("mount_flags {}", d(path)))?;
+        Ok(MsFlags::MS_NOSUID | MsFlags::MS_NODEV)
+    }
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> SysResult<()> {
         self.rec(format!("pivot_root {} {}", d(new_root), d(put_old)))
     }

@@ -5,7 +5,7 @@
 //! imported). Every kernel call goes through [`syscall::Syscall`], and [`enter`] is the one
 //! place that fixes the order of the steps, as runc's and youki's init do:
 //!
-//! namespaces → rootfs mounts → /dev → pivot_root (or chroot) → masked and read-only paths →
+//! namespaces → rootfs mounts → /dev → read-only root → pivot_root (or chroot) → masked and read-only paths →
 //! hostname → bounding set → user → capabilities → workdir → parent death signal → exec.
 //!
 //! The caller ([`crate::container`]) clones the process with a new PID namespace
@@ -23,6 +23,7 @@ pub mod pivot;
 pub mod process;
 pub mod rootfs;
 pub mod syscall;
+pub mod tty;
 
 use std::path::PathBuf;
 
@@ -63,6 +64,13 @@ pub struct Spec {
     pub no_new_privileges: bool,
     /// The terminal to bind at /dev/console (the caller's, when it has one).
     pub console: Option<PathBuf>,
+    /// `--read-only`: the root is mounted read-only, all but `writable`.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Paths inside the container that stay writable under `read_only` (its read-write
+    /// volumes, binds and tmpfs), outer ones first.
+    #[serde(default)]
+    pub writable: Vec<PathBuf>,
 }
 
 /// Why the container's process did not start: Docker's exit code for it and one line.
@@ -101,6 +109,7 @@ pub fn enter(sys: &dyn Syscall, spec: &Spec) -> Result<process::Command, Failure
     namespaces::enter(sys, spec)?;
     rootfs::prepare(sys, spec)?;
     rootfs::dev(sys, spec)?;
+    rootfs::read_only(sys, spec)?;
     pivot::enter_root(sys, spec)?;
     rootfs::mask(sys)?;
     step(sys.sethostname(&spec.hostname), || {
@@ -128,7 +137,7 @@ pub fn enter(sys: &dyn Syscall, spec: &Spec) -> Result<process::Command, Failure
 /// The whole start, in the cloned child: [`enter`], then the exec (behind the init with
 /// `--init`). Never returns: a failure is written to `report` (one line, read by the parent
 /// until it is closed by a successful exec) and the process exits with the failure's code.
-pub fn start(spec: &Spec, report: std::os::fd::RawFd) -> ! {
+pub fn start(spec: &Spec, io: &tty::Io, report: std::os::fd::RawFd) -> ! {
     let sys = syscall::Linux;
     let fail = |f: Failure| -> ! {
         process::report(report, &f);
@@ -138,6 +147,9 @@ pub fn start(spec: &Spec, report: std::os::fd::RawFd) -> ! {
         Ok(c) => c,
         Err(f) => fail(f),
     };
+    if let Err(f) = tty::console(io) {
+        fail(f)
+    }
     syscall::cloexec_from_3();
     if spec.init {
         init::run(&sys, &cmd, report)

@@ -183,6 +183,40 @@ pub fn dev(sys: &dyn Syscall, spec: &Spec) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `--read-only`: each writable graft bound onto itself (a mount of its own, which keeps
+/// its write access), then the root's own mount remounted read-only (its flags kept). The
+/// mounts made on it before (/proc, /dev, /sys) are mounts of their own and stay as they are.
+pub fn read_only(sys: &dyn Syscall, spec: &Spec) -> Result<(), Failure> {
+    if !spec.read_only {
+        return Ok(());
+    }
+    for w in &spec.writable {
+        let p = under(&spec.rootfs, w);
+        let s = p
+            .to_str()
+            .ok_or_else(|| Failure::setup("volume path is not UTF-8"))?;
+        mount(
+            sys,
+            Some(s),
+            &p,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
+    }
+    let kept = step(sys.mount_flags(&spec.rootfs), || {
+        format!("statvfs {}", spec.rootfs.display())
+    })?;
+    mount(
+        sys,
+        None,
+        &spec.rootfs,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | kept,
+        None,
+    )
+}
+
 fn bind_file(sys: &dyn Syscall, src: &Path, dst: &Path) -> Result<(), Failure> {
     step(sys.touch(dst), || format!("create {}", dst.display()))?;
     let s = src

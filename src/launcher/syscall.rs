@@ -30,6 +30,9 @@ pub trait Syscall {
         data: Option<&str>,
     ) -> SysResult<()>;
     fn umount2(&self, target: &Path, flags: MntFlags) -> SysResult<()>;
+    /// The per-mount flags (nosuid, nodev, noexec, ...) of the mount holding `path`, which a
+    /// remount must keep.
+    fn mount_flags(&self, path: &Path) -> SysResult<MsFlags>;
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> SysResult<()>;
     fn chroot(&self, path: &Path) -> SysResult<()>;
     fn chdir(&self, path: &Path) -> SysResult<()>;
@@ -96,6 +99,25 @@ impl Syscall for Linux {
 
     fn umount2(&self, target: &Path, flags: MntFlags) -> SysResult<()> {
         nix::mount::umount2(target, flags)
+    }
+
+    fn mount_flags(&self, path: &Path) -> SysResult<MsFlags> {
+        use nix::sys::statvfs::FsFlags;
+        let f = nix::sys::statvfs::statvfs(path)?.flags();
+        let mut m = MsFlags::empty();
+        for (s, ms) in [
+            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+            (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+            (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+            (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        ] {
+            if f.contains(s) {
+                m |= ms;
+            }
+        }
+        Ok(m)
     }
 
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> SysResult<()> {

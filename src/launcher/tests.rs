@@ -21,6 +21,8 @@ fn spec() -> Spec {
         caps: caps::mask_of(caps::DOCKER_DEFAULT),
         no_new_privileges: false,
         console: None,
+        read_only: false,
+        writable: vec![],
     }
 }
 
@@ -35,6 +37,31 @@ fn ordered(r: &Recorder, steps: &[&str]) {
             r.lines()
         );
     }
+}
+
+#[test]
+fn read_only_root_keeps_writable_grafts_and_flags() {
+    let r = Recorder::new();
+    enter(&r, &spec()).unwrap();
+    assert!(!r.has("mount_flags"));
+    let r = Recorder::new();
+    let s = Spec {
+        read_only: true,
+        writable: vec!["/data".into(), "/data/sub".into()],
+        ..spec()
+    };
+    enter(&r, &s).unwrap();
+    ordered(
+        &r,
+        &[
+            "mount tmpfs /c/merged/dev tmpfs",
+            "mount /c/merged/data /c/merged/data - MS_BIND | MS_REC",
+            "mount /c/merged/data/sub /c/merged/data/sub - MS_BIND | MS_REC",
+            "mount_flags /c/merged",
+            "mount - /c/merged - MS_RDONLY | MS_NOSUID | MS_NODEV | MS_REMOUNT | MS_BIND",
+            "pivot_root . .",
+        ],
+    );
 }
 
 #[test]
