@@ -440,3 +440,25 @@ fn a_path_outside_any_strata_mount_or_in_no_layer_is_one_line_and_exit_1() {
         "explain --mount of a plain directory",
     );
 }
+
+#[test]
+fn output_into_a_pipe_closed_early_ends_quietly() {
+    // `strata explain ... | head -1`: strata dies of SIGPIPE, as ls would, with nothing on
+    // stderr (no panic of println!). Enough paths that the output outgrows the pipe.
+    let m = image().mount();
+    let p = m.p("shadow");
+    let c = m.strata_cmd();
+    let strata = format!("{:?}", c.get_program());
+    let mut sh = std::process::Command::new("bash");
+    sh.envs(c.get_envs().filter_map(|(k, v)| Some((k, v?))));
+    sh.arg("-c").arg(format!(
+        "set -o pipefail; {strata} explain \"$@\" | head -c 1 >/dev/null; echo \"exit $?\""
+    ));
+    sh.arg("explain");
+    for _ in 0..3000 {
+        sh.arg(&p);
+    }
+    let o = run_cmd(&mut sh, CMD_TIMEOUT);
+    assert_eq!(o.stdout, "exit 141\n", "{}", o.describe());
+    assert_eq!(o.stderr, "", "{}", o.describe());
+}

@@ -503,6 +503,21 @@ fn real_main() {
             Err(e) => e.exit(),
         };
         let root = state::Root::locate(cli.root.root.clone());
+        // Verbs that only print die of a closed pipe as ls and cat do (`strata ps | head`),
+        // instead of panicking in println!. Those that start daemons keep SIGPIPE ignored: a
+        // daemon must never die because a reader went away.
+        if matches!(
+            cli.cmd,
+            Cmd::Ps { .. }
+                | Cmd::Logs { .. }
+                | Cmd::Diff { .. }
+                | Cmd::Inspect { .. }
+                | Cmd::Trace { .. }
+                | Cmd::Explain { .. }
+                | Cmd::Layers { .. }
+        ) {
+            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        }
         match cli.cmd {
             Cmd::Mount(a) => mount(a, cli.root),
             Cmd::Umount { mountpoint } => cli::mount::umount(&mountpoint),
