@@ -18,6 +18,9 @@ import subprocess
 import bench  # the harness (scripts/bench.py); names are looked up when a workload runs
 
 IMAGE = "localhost/strata-bench-busybox:latest"
+# runc, as issue 15 measured: Debian's crun 1.8 refuses hosts with cgroup v1 controllers and a v2
+# hierarchy beside them ("cgroups in hybrid mode not supported"), and podman prefers crun.
+RUN = ["podman", "run", "--runtime", "runc", "--rm", "--network", "none", IMAGE, "true"]
 
 
 def busybox_tree(b):
@@ -109,15 +112,14 @@ def _storage(b, impl):
         bench.sh(["tar", "-C", busybox_tree(b), "--exclude=./.complete", "-cf", tar, "."], b.timeout)
     bench.sh(["podman", "import", tar, IMAGE], b.timeout, env=env)
     # One untimed run: podman's first container in a storage makes its state databases.
-    bench.sh(["podman", "run", "--rm", "--network", "none", IMAGE, "true"], b.timeout, env=env)
+    bench.sh(RUN, b.timeout, env=env)
     open(os.path.join(d, ".imported"), "w").close()
     return env
 
 
 def w_podman_run(b, impl):
     env = _storage(b, impl)
-    cmd = ["podman", "run", "--rm", "--network", "none", IMAGE, "true"]
-    t, _, _ = bench.sh(cmd, b.timeout, env=env)
+    t, _, _ = bench.sh(RUN, b.timeout, env=env)
     return t
 
 
