@@ -1,0 +1,47 @@
+//! strata's parsers, the same source files the binary is built from, for the fuzz targets: each
+//! module below is a directory of ../src, holding only the files the parsers need.
+#![allow(dead_code, unused_imports)]
+
+#[path = "../../src/sys.rs"]
+pub mod sys;
+
+#[path = "../../src/daemon"]
+pub mod daemon {
+    pub mod options;
+}
+
+#[path = "../../src/volume"]
+pub mod volume {
+    pub mod spec;
+}
+
+#[path = "../../src/union"]
+pub mod union {
+    pub mod idmap;
+    pub mod layer;
+
+    /// What the tar unpacker takes from the union's xattr module (src/union/xattr.rs, which
+    /// needs the whole union): its override xattr, written as that module writes it.
+    pub mod xattr {
+        use std::ffi::OsStr;
+
+        use crate::sys::{self, Res};
+
+        pub const OVERRIDE_XATTR: &str = "user.strata.override_stat";
+
+        pub fn set_override(dfd: i32, name: &OsStr, uid: u32, gid: u32, mode: u32) -> Res<()> {
+            let p = sys::xattr_path(dfd, name)?;
+            let v = format!("{uid}:{gid}:0{mode:o}");
+            sys::lsetxattr(&p, OsStr::new(OVERRIDE_XATTR), v.as_bytes(), 0)
+        }
+    }
+}
+
+#[path = "../../src/image"]
+pub mod image {
+    pub mod at;
+    pub mod config;
+    pub mod digest;
+    pub mod split;
+    pub mod tar;
+}
