@@ -85,6 +85,23 @@ pub fn mount_points() -> Vec<(PathBuf, String)> {
         .collect()
 }
 
+/// The mount `p` (absolute, its directories resolved) is on, as df finds it: the longest
+/// mountpoint above it, the later of two on one path (it covers the earlier). Its mountpoint and
+/// filesystem type.
+pub fn mount_containing(p: &Path) -> Option<(PathBuf, String)> {
+    let mut best: Option<(PathBuf, String)> = None;
+    for (mp, kind) in mount_points() {
+        if p.starts_with(&mp)
+            && best
+                .as_ref()
+                .is_none_or(|(b, _)| mp.components().count() >= b.components().count())
+        {
+            best = Some((mp, kind));
+        }
+    }
+    best
+}
+
 fn unescape_mount(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::new();

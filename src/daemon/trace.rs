@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::{control, io_msg, mount_points, utab};
+use super::{control, io_msg, utab};
 use crate::union::events::Event;
 
 /// The strata mount that `path` is in: its mountpoint.
@@ -23,18 +23,7 @@ pub fn mount_of(path: &Path) -> Result<PathBuf> {
             }
         )
     })?;
-    // The last of the longest: a later mount on the same path covers an earlier one.
-    let mut best: Option<(PathBuf, String)> = None;
-    for (mp, kind) in mount_points() {
-        if p.starts_with(&mp)
-            && best
-                .as_ref()
-                .is_none_or(|(b, _)| mp.components().count() >= b.components().count())
-        {
-            best = Some((mp, kind));
-        }
-    }
-    match best {
+    match super::mount_containing(&p) {
         Some((mp, kind)) if kind == "fuse.strata" => Ok(mp),
         Some((mp, kind)) => bail!(
             "{} is not in a strata mount (it is on the {kind} mount at {})",

@@ -82,8 +82,8 @@ fn strata_mounts() -> Vec<PathBuf> {
 /// The mountpoint `path` is in and its path inside the mount (relative, "" for the root).
 /// With `mount`, that mount; `path` may then also be given as a path inside it.
 pub fn locate(path: &Path, mount: Option<&Path>) -> Result<(PathBuf, PathBuf)> {
-    let mounts = strata_mounts();
     if let Some(m) = mount {
+        let mounts = strata_mounts();
         let mp = m
             .canonicalize()
             .map_err(|e| anyhow!("--mount {}: {}", m.display(), crate::daemon::io_msg(&e)))?;
@@ -102,13 +102,12 @@ pub fn locate(path: &Path, mount: Option<&Path>) -> Result<(PathBuf, PathBuf)> {
         return Ok((mp, inside));
     }
     let r = resolved(path)?;
-    let best = mounts
-        .iter()
-        .filter(|m| r.starts_with(m))
-        .max_by_key(|m| m.as_os_str().len())
-        .ok_or_else(|| anyhow!("{}: not inside a strata mount", path.display()))?;
-    let rel = r.strip_prefix(best).unwrap_or(Path::new("")).to_path_buf();
-    Ok((best.clone(), rel))
+    let best = match crate::daemon::mount_containing(&r) {
+        Some((mp, kind)) if kind == "fuse.strata" => mp,
+        _ => bail!("{}: not inside a strata mount", path.display()),
+    };
+    let rel = r.strip_prefix(&best).unwrap_or(Path::new("")).to_path_buf();
+    Ok((best, rel))
 }
 
 fn read_only_opts(rec: &MountRecord, plain: bool, id_base: usize) -> union::Options {
