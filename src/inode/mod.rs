@@ -10,7 +10,9 @@
 //! names it had there and how many of them the upper holds already, so that the link count it
 //! shows stays right while the rest are linked up one by one (see union::link).
 //!
-//! The whole table is loaded into a DashMap at mount: lookups never touch RocksDB.
+//! The whole table is loaded into a DashMap at mount: lookups never touch RocksDB. After a clean
+//! shutdown it is loaded from the snapshot in the clean marker, without opening RocksDB at all
+//! (see snapshot).
 //!
 //! A copied-up file's number must survive a power loss, not only a crash of the daemon. It is
 //! kept twice: in its record here, written to RocksDB's log without waiting for the disk, and
@@ -21,6 +23,8 @@
 //! cleanly, and the mount then reads the xattrs back into it before serving. Copies that cannot
 //! carry the xattr (symlinks and special files in unprivileged mounts) and hard-linked lower
 //! files, whose record also counts their links, are synced to the log instead.
+
+mod snapshot;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -162,9 +166,23 @@ impl InodeTable {
         if !dir.join("CURRENT").exists() {
             return Ok(t);
         }
-        let clean = dir.join(CLEAN_MARKER).exists();
+        let marker = match std::fs::read(dir.join(CLEAN_MARKER)) {
+            Ok(data) => Some(data),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot read {}", dir.join(CLEAN_MARKER).display()))
+            }
+        };
+        let clean = marker.is_some();
         t.unclean.store(!clean, Ordering::Release);
         t.marker_gone.store(!clean, Ordering::Release);
+        if let Some(records) = marker.as_deref().and_then(snapshot::decode) {
+            for (upper, rec) in records {
+                t.map.insert(upper, rec);
+            }
+            return Ok(t);
+        }
         // Read-only: no new log, manifest or options file, so nothing to sync. The table is
         // opened for writing only when the mount first writes to it (see `writer`).
         let db = rocksdb::DB::open_for_read_only(&db_options(4 << 20), dir, false)
@@ -314,13 +332,31 @@ impl InodeTable {
             let _one = self.marking.lock().unwrap();
             if self.marker_gone.load(Ordering::Acquire) && !self.unclean() {
                 if let Some(dir) = &self.dir {
-                    match std::fs::File::create(dir.join(CLEAN_MARKER)) {
-                        Ok(_) => self.marker_gone.store(false, Ordering::Release),
+                    match self.leave_marker(dir) {
+                        Ok(()) => self.marker_gone.store(false, Ordering::Release),
                         Err(e) => log::warn!("inode table: cannot leave the clean marker: {e}"),
                     }
                 }
             }
         }
+    }
+}
+
+impl InodeTable {
+    /// The clean marker, holding a snapshot of the records: written beside it and renamed into
+    /// place, so a reader finds the whole file or none (or, after a power loss, one that fails
+    /// its digest and is not used).
+    fn leave_marker(&self, dir: &Path) -> std::io::Result<()> {
+        let data = snapshot::encode(
+            self.map
+                .iter()
+                .map(|e| (*e.key(), *e.value()))
+                .collect::<Vec<_>>()
+                .into_iter(),
+        );
+        let tmp = dir.join(format!("{CLEAN_MARKER}.tmp"));
+        std::fs::write(&tmp, data)?;
+        std::fs::rename(&tmp, dir.join(CLEAN_MARKER))
     }
 }
 
@@ -389,6 +425,61 @@ mod tests {
         let t = InodeTable::open(dir.path()).unwrap();
         assert_eq!(t.get(42), None);
         assert_eq!(t.get(43), Some(encode(1, 10)));
+    }
+
+    #[test]
+    fn a_clean_table_is_read_from_its_marker_and_rocksdb_only_when_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = |ino| Record { ino, links: None };
+        let linked = Record {
+            ino: encode(1, 11),
+            links: Some((3, 2)),
+        };
+        {
+            let t = InodeTable::open(dir.path()).unwrap();
+            t.put(42, plain(encode(1, 9)), false).unwrap();
+            t.put(44, linked, true).unwrap();
+        }
+        // Hide RocksDB's own files: a mount after a clean shutdown must not need them.
+        let aside = tempfile::tempdir().unwrap();
+        let moved: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n != "CURRENT" && n != CLEAN_MARKER)
+            .collect();
+        for n in &moved {
+            std::fs::rename(dir.path().join(n), aside.path().join(n)).unwrap();
+        }
+        {
+            let t = InodeTable::open(dir.path()).unwrap();
+            assert!(!t.unclean());
+            assert_eq!(t.get(42), Some(encode(1, 9)));
+            assert_eq!(t.record(44), Some(linked));
+            assert_eq!(t.len(), 2);
+        }
+        for n in &moved {
+            std::fs::rename(aside.path().join(n), dir.path().join(n)).unwrap();
+        }
+        {
+            // The first write takes the marker away before it reaches RocksDB ...
+            let t = InodeTable::open(dir.path()).unwrap();
+            t.put(45, plain(encode(1, 12)), false).unwrap();
+            assert!(!dir.path().join(CLEAN_MARKER).exists());
+            std::mem::forget(t); // a crash: no clean shutdown, no new snapshot
+        }
+        // ... so the next mount reads RocksDB, and finds every record.
+        let t = InodeTable::open(dir.path()).unwrap();
+        assert!(t.unclean());
+        assert_eq!(t.get(42), Some(encode(1, 9)));
+        assert_eq!(t.get(45), Some(encode(1, 12)));
+        drop(t);
+        // A marker that is not a whole snapshot (an older strata's empty one) still says clean,
+        // and the records come from RocksDB.
+        std::fs::write(dir.path().join(CLEAN_MARKER), b"").unwrap();
+        let t = InodeTable::open(dir.path()).unwrap();
+        assert!(!t.unclean());
+        assert_eq!(t.get(44), Some(encode(1, 11)));
+        assert_eq!(t.get(45), Some(encode(1, 12)));
     }
 
     #[test]
