@@ -156,7 +156,8 @@ impl Union {
                 loc.path.parent().unwrap_or(Path::new("")),
                 loc.path.file_name().unwrap_or_default(),
             );
-            let fd = self.layer(loc.layer).dir(p)?;
+            // A listing asks this for every entry of one directory: keep it open.
+            let fd = self.layer(loc.layer).dir_shared(p)?;
             return sys::fstatat(fd.as_raw_fd(), n);
         }
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
