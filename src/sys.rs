@@ -14,6 +14,9 @@ use std::path::Path;
 pub type Errno = i32;
 pub type Res<T> = Result<T, Errno>;
 
+mod xattr;
+pub use xattr::*;
+
 fn last() -> Errno {
     io::Error::last_os_error()
         .raw_os_error()
@@ -50,20 +53,6 @@ pub fn fd_path(dirfd: RawFd, name: &OsStr) -> Res<CString> {
         v.extend_from_slice(name.as_bytes());
     }
     CString::new(v).map_err(|_| libc::EINVAL)
-}
-
-/// The path the l*xattr calls take for `name` in directory `dirfd`; an empty name means the
-/// directory itself (a layer's or graft's root), named `.` inside it so the calls do not stop
-/// at the magic link.
-pub fn xattr_path(dirfd: RawFd, name: &OsStr) -> Res<CString> {
-    fd_path(
-        dirfd,
-        if name.is_empty() {
-            OsStr::new(".")
-        } else {
-            name
-        },
-    )
 }
 
 pub const RESOLVE_SAFE: u64 =
@@ -254,70 +243,6 @@ pub fn times_of(st: &libc::stat) -> [libc::timespec; 2] {
             tv_nsec: st.st_mtime_nsec,
         },
     ]
-}
-
-// ---- extended attributes, by `l*` calls on an fd path so links are never followed ----
-
-/// The bytes an xattr call of the size-then-fill kind returns: asked for the size first, then
-/// read, and asked again if the value grew in between (ERANGE).
-fn sized(call: impl Fn(*mut libc::c_void, usize) -> isize) -> Res<Vec<u8>> {
-    loop {
-        let size = check_ssize(call(std::ptr::null_mut(), 0))?;
-        let mut buf = vec![0u8; size.max(1)];
-        match check_ssize(call(buf.as_mut_ptr() as *mut _, buf.len())) {
-            Ok(got) => {
-                buf.truncate(got);
-                return Ok(buf);
-            }
-            Err(libc::ERANGE) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-pub fn lgetxattr(path: &CStr, name: &OsStr) -> Res<Vec<u8>> {
-    let n = cstr(name)?;
-    sized(|buf, len| unsafe { libc::lgetxattr(path.as_ptr(), n.as_ptr(), buf, len) })
-}
-
-/// An xattr of an open (not O_PATH) fd, or None when it is absent or unreadable.
-pub fn fgetxattr(fd: RawFd, name: &OsStr) -> Option<Vec<u8>> {
-    let n = cstr(name).ok()?;
-    let mut buf = vec![0u8; 4096];
-    let r = unsafe { libc::fgetxattr(fd, n.as_ptr(), buf.as_mut_ptr() as *mut _, buf.len()) };
-    if r < 0 {
-        return None;
-    }
-    buf.truncate(r as usize);
-    Some(buf)
-}
-
-pub fn lsetxattr(path: &CStr, name: &OsStr, value: &[u8], flags: i32) -> Res<()> {
-    let n = cstr(name)?;
-    check(unsafe {
-        libc::lsetxattr(
-            path.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr() as *const _,
-            value.len(),
-            flags,
-        )
-    })
-    .map(drop)
-}
-
-pub fn lremovexattr(path: &CStr, name: &OsStr) -> Res<()> {
-    let n = cstr(name)?;
-    check(unsafe { libc::lremovexattr(path.as_ptr(), n.as_ptr()) }).map(drop)
-}
-
-pub fn llistxattr(path: &CStr) -> Res<Vec<OsString>> {
-    let buf = sized(|buf, len| unsafe { libc::llistxattr(path.as_ptr(), buf as *mut _, len) })?;
-    Ok(buf
-        .split(|b| *b == 0)
-        .filter(|s| !s.is_empty())
-        .map(|s| OsString::from_vec(s.to_vec()))
-        .collect())
 }
 
 /// Names of a directory's entries (without "." and ".."), with d_type and d_ino.

@@ -120,7 +120,7 @@ pub fn chmod_with_override(dfd: i32, name: &OsStr, mode: u32) -> Res<()> {
 }
 
 impl Union {
-    fn with_top<T>(&self, id: u64, f: impl FnOnce(&std::ffi::CStr, usize) -> Res<T>) -> Res<T> {
+    fn with_top<T>(&self, id: u64, f: impl FnOnce(&sys::XattrPath, usize) -> Res<T>) -> Res<T> {
         let (st, path) = self.resolve(id)?;
         let (layer, parent, name) = self.top_of(&st, &path);
         let fd = self.layer(layer).dir_shared(&parent)?;
