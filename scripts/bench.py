@@ -282,12 +282,16 @@ class Strata(Impl):
     label = "strata"
     fuse = True
 
+    @property
+    def bin(self):
+        return self.b.strata
+
     def mount(self, lowers, upper, work, mnt):
         o = "lowerdir=%s,upperdir=%s,workdir=%s" % (":".join(lowers), upper, work)
-        sh([self.b.strata, "mount", "-o", o, mnt], self.b.timeout)
+        sh([self.bin, "mount", "-o", o, mnt], self.b.timeout)
 
     def umount(self, mnt):
-        sh([self.b.strata, "umount", mnt], self.b.timeout)
+        sh([self.bin, "umount", mnt], self.b.timeout)
 
     def daemon_pid(self, mnt):
         # The daemon writes its pid to /run/strata/<hex of the mountpoint>.pid when root.
@@ -298,14 +302,35 @@ class Strata(Impl):
                 return pid
         except (OSError, ValueError):
             pass
-        return find_daemon({"strata", os.path.basename(self.b.strata)}, mnt)
+        return find_daemon({"strata", os.path.basename(self.bin)}, mnt)
 
 
-IMPLS = {c.name: c for c in (Plain, Kernel, FuseOverlayfs, Strata)}
+class StrataBase(Strata):
+    """A second strata binary (STRATA_BASE_BIN, an older build), measured beside the first."""
+    name = "strata-base"
+    label = "strata (base)"
+
+    @property
+    def bin(self):
+        if not self.b.strata_base:
+            raise SystemExit("BENCH_IMPLS names strata-base but STRATA_BASE_BIN is not set")
+        return self.b.strata_base
+
+
+IMPLS = {c.name: c for c in (Plain, Kernel, FuseOverlayfs, StrataBase, Strata)}
 
 
 # --------------------------------------------------------------------------------------------
 # Workloads.
+
+
+def sha256_12(path):
+    """The first 12 hex digits of a file's SHA-256."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(MiB), b""):
+            h.update(chunk)
+    return h.hexdigest()[:12]
 
 
 class Workload:
@@ -325,12 +350,15 @@ class Bench:
         self.scale = float(e.get("BENCH_SCALE") or 1)
         self.timeout = int(e.get("BENCH_TIMEOUT") or 900)
         self.strata = e.get("STRATA_BIN") or os.path.join(REPO, "target/release/strata")
+        self.strata_base = e.get("STRATA_BASE_BIN")
         self.out = e.get("BENCH_OUT") or os.path.join(REPO, "docs/BENCH.md")
         self.only = [w for w in (e.get("BENCH_ONLY") or "").replace(" ", "").split(",") if w]
         impls = [i for i in (e.get("BENCH_IMPLS") or "plain,kernel,fuse-overlayfs,strata").split(",") if i]
         for i in impls:
             if i not in IMPLS:
                 raise SystemExit("BENCH_IMPLS: unknown implementation %r (known: %s)" % (i, ", ".join(IMPLS)))
+        if "strata-base" in impls and not self.strata_base:
+            raise SystemExit("BENCH_IMPLS: strata-base needs STRATA_BASE_BIN (the binary to compare with)")
         self.impls = [IMPLS[i](self) for i in impls]
         if self.runs < 1 or self.scale <= 0:
             raise SystemExit("BENCH_RUNS must be >= 1 and BENCH_SCALE > 0")
@@ -1192,15 +1220,18 @@ class Bench:
     def main_table(self):
         names = self.impl_names()
         labels = [IMPLS[n].label for n in names]
-        rows = ["| workload | " + " | ".join(labels) + " | strata/kernel | strata/fuse-overlayfs | target |",
-                "|---|" + "---:|" * len(names) + "---:|---:|---|"]
+        base = "strata-base" in names
+        rows = ["| workload | " + " | ".join(labels) + " | strata/kernel | strata/fuse-overlayfs |"
+                + (" strata/base |" if base else "") + " target |",
+                "|---|" + "---:|" * len(names) + "---:|---:|" + ("---:|" if base else "") + "---|"]
         for w in self.selected:
             if w.group != "main":
                 continue
-            s, k, f = (self.med(w.name, x) for x in ("strata", "kernel", "fuse-overlayfs"))
-            rows.append("| %s | %s | %s | %s | %s |" % (
+            s, k, f, sb = (self.med(w.name, x) for x in ("strata", "kernel", "fuse-overlayfs", "strata-base"))
+            rows.append("| %s | %s | %s | %s |%s %s |" % (
                 w.title, " | ".join(self.cell(w, n) for n in names), fmt_ratio(self.ratio(s, k)),
-                fmt_ratio(self.ratio(s, f)), self.target(w)))
+                fmt_ratio(self.ratio(s, f)), (" %s |" % fmt_ratio(self.ratio(s, sb))) if base else "",
+                self.target(w)))
         if any(w.name == "stat_cold" for w in self.selected):
             cells = []
             for n in names:
@@ -1275,12 +1306,8 @@ class Bench:
         built = "git %s%s" % (git, dirty)
         given = os.environ.get("BENCH_STRATA_FROM")
         if given and os.path.realpath(given) != os.path.realpath(os.path.join(REPO, "target/release/strata")):
-            h = hashlib.sha256()
-            with open(self.strata, "rb") as f:
-                for chunk in iter(lambda: f.read(MiB), b""):
-                    h.update(chunk)
             built = "binary %s given by STRATA_BIN, sha256 %s…; scripts at git %s%s" % (
-                given, h.hexdigest()[:12], git, dirty)
+                given, sha256_12(self.strata), git, dirty)
         return [
             ("date", self.started.strftime("%Y-%m-%d %H:%M UTC")),
             ("CPU", "%s, %d CPUs online" % (cpu, os.cpu_count() or 0)),
@@ -1289,6 +1316,9 @@ class Bench:
             ("bench dir", "%s on %s" % (self.dir, fs)),
             ("/tmp", tmpfs),
             ("strata", "%s (%s)" % (first([self.strata, "--version"]), built)),
+        ] + ([("strata (base)", "%s (binary %s given by STRATA_BASE_BIN, sha256 %s…)" % (
+            first([self.strata_base, "--version"]), os.environ.get("BENCH_BASE_FROM", self.strata_base),
+            sha256_12(self.strata_base)))] if self.strata_base else []) + [
             ("fuse-overlayfs", "%s; %s" % (first(["fuse-overlayfs", "--version"], "^fuse-overlayfs"),
                                           first(["dpkg-query", "-W", "-f", "${Package} ${Version}", "fuse-overlayfs"]))),
             ("FUSE", first(["fusermount3", "-V"], "version")),

@@ -78,13 +78,15 @@ def w_remount_cycle(b, impl):
 
 
 def _program(b, impl):
-    return {"strata": b.strata, "fuse-overlayfs": shutil.which("fuse-overlayfs") or "fuse-overlayfs"}.get(impl.name)
+    if isinstance(impl, bench.Strata):
+        return impl.bin
+    return {"fuse-overlayfs": shutil.which("fuse-overlayfs") or "fuse-overlayfs"}.get(impl.name)
 
 
 def _storage(b, impl):
     """A podman storage for impl under BENCH_DIR/pm (short paths: podman 4.3 stalls on long
     runroots), with the busybox image imported once."""
-    d = os.path.join(b.dir, "pm", impl.name[:6])
+    d = os.path.join(b.dir, "pm", {"strata-base": "sbase", "fuse-overlayfs": "fuse-o"}.get(impl.name, impl.name))
     conf = os.path.join(d, "storage.conf")
     env = dict(os.environ, CONTAINERS_STORAGE_CONF=conf, CONTAINERS_CONF=os.path.join(d, "containers.conf"))
     if os.path.exists(os.path.join(d, ".imported")):
