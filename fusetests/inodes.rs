@@ -252,3 +252,38 @@ fn a_fresh_upper_makes_its_table_at_the_first_copy_up_and_a_kill_loses_no_number
         assert_eq!(read(c.p("f")), "x\ny\n");
     });
 }
+
+/// Directories copied up on the way to a new file (what a container start does in /etc and
+/// /dev) need no table: a merged directory shows its lower directory's number, before and
+/// after the copy-up, after a rename (its redirect leads back to the lower) and a remount.
+#[test]
+fn directory_copy_ups_make_no_table_and_keep_their_numbers() {
+    let mut m = Builder::new(1)
+        .lower(0, |l| {
+            l.file("etc/d/x", "x\n");
+            l.file("srv/y", "y\n");
+        })
+        .mount();
+    let table = m.base.join("work/strata/inodes");
+    let before = m.run(|c| inos(&c, &["etc", "etc/d", "srv"]));
+    m.run(|c| {
+        write(c.p("etc/d/new"), "new\n");
+        std::fs::rename(c.p("srv"), c.p("moved")).unwrap();
+    });
+    assert!(m.u("etc/d/new").exists() && m.u("moved").exists());
+    assert!(
+        !table.join("CURRENT").exists(),
+        "copy-ups of directories made an inode table"
+    );
+    m.remount();
+    m.run(move |c| {
+        let now = inos(&c, &["etc", "etc/d", "moved"]);
+        assert_eq!(now["etc"], before["etc"]);
+        assert_eq!(now["etc/d"], before["etc/d"]);
+        assert_eq!(
+            now["moved"], before["srv"],
+            "the renamed directory got another number"
+        );
+        assert_eq!(read(c.p("moved/y")), "y\n");
+    });
+}

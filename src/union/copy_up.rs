@@ -247,13 +247,18 @@ impl Union {
                 ino: id,
                 links: linked.then_some((b.lower_nlink.min(u32::MAX as u64) as u32, 1)),
             };
-            // A directory's number derives from its lower directory again after a crash, and
-            // a numbered copy carries its own; any other copy's number is kept only by its
-            // record, which must then be durable. So must a linked one's count of links.
-            let durable = b.kind != libc::S_IFDIR && (!b.numbered || linked);
-            self.inodes
-                .put(b.upper_ino, rec, durable)
-                .map_err(|e| crate::inode::errno(&e))?;
+            // A directory needs no record: a copied-up directory always merges with the lower
+            // one it came from (a rename keeps it through its redirect), and a merged
+            // directory's number is its top-most lower directory's (ino_of, readdir). So the
+            // first copy-up of a container start, nearly always a directory on the way to a
+            // new file, makes no table. A numbered copy carries its number itself; any other
+            // copy's number is kept only by its record, which must then be durable. So must a
+            // linked one's count of links.
+            if b.kind != libc::S_IFDIR {
+                self.inodes
+                    .put(b.upper_ino, rec, !b.numbered || linked)
+                    .map_err(|e| crate::inode::errno(&e))?;
+            }
             if linked {
                 self.index_add(work, &b.tmp, id)?;
             }
