@@ -408,9 +408,8 @@ fn columns<const N: usize>(table: &[[String; N]]) -> String {
     out
 }
 
-/// `strata logs C`: what the container wrote.
-/// `strata logs [-f] [--tail N] C`: what the container wrote (the last N lines), and with -f
-/// what it goes on writing until it exits.
+/// `strata logs [-f] [--tail N] C`: what the container wrote (the last N lines), its stdout
+/// on stdout and its stderr on stderr, and with -f what it goes on writing until it exits.
 pub fn logs(root: &Root, container: &str, follow: bool, tail: Option<&str>) -> Result<()> {
     use std::io::Write;
     let n = match tail {
@@ -420,15 +419,18 @@ pub fn logs(root: &Root, container: &str, follow: bool, tail: Option<&str>) -> R
                 .map_err(|_| anyhow::anyhow!("invalid value for --tail: {t:?}"))?,
         ),
     };
-    let p = verbs::log_path(root, container)?;
-    let data = std::fs::read(&p).unwrap_or_default();
-    let shown = n.map_or(&data[..], |n| verbs::tail(&data, n));
-    let mut out = std::io::stdout();
-    out.write_all(shown)?;
-    if follow {
-        verbs::follow(root, container, data.len() as u64, &mut out)?;
-    }
-    Ok(())
+    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+    verbs::logs(root, container, follow, n, &mut |stream, data| {
+        let w: &mut dyn Write = if stream == crate::container::log::STDERR {
+            &mut err
+        } else {
+            &mut out
+        };
+        w.write_all(data)?;
+        // Each piece as it comes, so the two streams keep their order on one terminal.
+        w.flush()?;
+        Ok(())
+    })
 }
 
 /// `strata start [-a] [-i] C...`: detached, each name printed; with -a or -i (one container)

@@ -303,7 +303,9 @@ fn start_and_wait(
     stdin: Stdin,
     notify: Option<Notify>,
 ) -> Result<Outcome> {
-    let io = Prepared::new(stdin, config.tty)?;
+    // Detached (`notify`): the monitor serves the container's stdio (log, attach socket).
+    let serve = notify.map(|_| store.container_dir(&config.id));
+    let io = Prepared::new(stdin, config.tty, serve)?;
     let started = clone::spawn(&config.spec, io.io())?;
     let pid = started.pid;
     if let Err(e) = cg.add(pid.as_raw()) {

@@ -1,7 +1,7 @@
 //! The container's standard input and its terminal (`-i`, `-t`).
 //!
-//! Without `-t` the process keeps the monitor's stdout and stderr, and its stdin is what the
-//! caller chose: the caller's own (`-i`), a pipe the monitor holds open and never writes
+//! Without `-t` the process keeps the monitor's stdout and stderr (a detached one gets pipes
+//! its monitor reads instead), and its stdin is what the caller chose: the caller's own (`-i`), a pipe the monitor holds open and never writes
 //! (`-d -i`: Docker keeps stdin open for a later attach), or /dev/null.
 //!
 //! With `-t`, as runc does with its console socket, the pty is made inside the container (from
@@ -27,16 +27,22 @@ use super::Failure;
 pub struct Io {
     /// Put this fd at 0 (None: keep the monitor's stdin).
     pub stdin: Option<RawFd>,
+    /// Put these at 1 and 2 (None: keep the monitor's): a detached container's output goes
+    /// through pipes its monitor reads, to keep the two streams apart in the log.
+    pub stdout: Option<RawFd>,
+    pub stderr: Option<RawFd>,
     /// Make a pty inside the container and send its master over this socket.
     pub console: Option<RawFd>,
     /// The window size to give the pty at once (the caller's terminal's).
     pub size: Option<libc::winsize>,
 }
 
-/// In the clone, before anything else: the stdin chosen for it.
+/// In the clone, before anything else: the stdin (and stdout, stderr) chosen for it.
 pub fn stdin(io: &Io) {
-    if let Some(fd) = io.stdin {
-        unsafe { libc::dup2(fd, 0) };
+    for (fd, to) in [(io.stdin, 0), (io.stdout, 1), (io.stderr, 2)] {
+        if let Some(fd) = fd {
+            unsafe { libc::dup2(fd, to) };
+        }
     }
 }
 
