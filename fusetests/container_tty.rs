@@ -122,7 +122,10 @@ fn it_without_a_terminal_is_refused_and_leaves_nothing() {
 #[test]
 fn detached_tty_output_goes_to_the_log_and_d_i_keeps_stdin_open() {
     let f = fx();
-    let (id, _) = detached(&f, &["-t"], &["sh", "-c", "tty; echo done"]);
+    // (It may have ended by the time `run -d` returns.)
+    let o = f.run(&["-d", "-t"], &["sh", "-c", "tty; echo done"]);
+    assert!(o.ok(), "{}", o.describe());
+    let id = o.stdout.trim().to_string();
     assert_eq!(f.verb(&["wait", &id]).stdout, "0\n");
     assert_eq!(f.verb(&["logs", &id]).stdout, "/dev/pts/0\r\ndone\r\n");
     // `cat` on a stdin held open keeps running; without -i it ends at once.

@@ -433,6 +433,50 @@ pub fn logs(root: &Root, container: &str, follow: bool, tail: Option<&str>) -> R
     })
 }
 
+#[derive(Args, Debug)]
+pub struct AttachArgs {
+    /// Do not attach stdin.
+    #[arg(long = "no-stdin")]
+    pub no_stdin: bool,
+    /// Pass the signals received on to the container (not with a terminal: keys are bytes).
+    #[arg(
+        long = "sig-proxy",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_name = "true|false"
+    )]
+    pub sig_proxy: bool,
+    /// The key sequence that detaches: a letter, or ctrl-X, comma-separated
+    /// [default: ctrl-p,ctrl-q].
+    #[arg(long = "detach-keys", value_name = "KEYS")]
+    pub detach_keys: Option<String>,
+    pub container: String,
+}
+
+/// `strata attach C`: the container's exit code once it ends; 1 after the detach keys, with
+/// Docker's line.
+pub fn attach(root: &Root, a: AttachArgs) -> Result<i32> {
+    use crate::container::attach_client::{self, AttachRequest, Ended};
+    let ended = attach_client::attach(
+        root,
+        AttachRequest {
+            container: a.container,
+            stdin: !a.no_stdin,
+            sig_proxy: a.sig_proxy,
+            detach_keys: a.detach_keys,
+        },
+    )?;
+    Ok(match ended {
+        Ended::Exited(code) => code,
+        Ended::Detached => {
+            eprintln!("read escape sequence");
+            1
+        }
+    })
+}
+
 /// `strata start [-a] [-i] C...`: detached, each name printed; with -a or -i (one container)
 /// the exit code is the command's, and with -i the caller's stdin is the container's.
 pub fn start(root: &Root, attach: bool, stdin: bool, names: &[String]) -> Result<()> {

@@ -2,6 +2,7 @@
 //! a container's process and waits for it (`run`). The kernel side is src/launcher/.
 
 pub mod attach;
+pub mod attach_client;
 pub mod cp;
 pub mod detach;
 pub mod etc;
