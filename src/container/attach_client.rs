@@ -226,7 +226,7 @@ fn relay(sock: &mut UnixStream, use_stdin: bool, keys: Option<Vec<u8>>) -> Optio
             let f = if sig == libc::SIGWINCH {
                 resize_frame()
             } else {
-                Some(log::frame(log::SIGNAL, &(sig as i32).to_be_bytes()))
+                Some(log::frame(log::SIGNAL, &sig.to_be_bytes()))
             };
             if let Some(f) = f {
                 let _ = sock.write_all(&f);
