@@ -1,5 +1,5 @@
 //! `--read-only`, the stop signal (`--stop-signal` and an image's StopSignal) and
-//! `ps --filter`, as Docker has them.
+//! `ps --filter` (before= and since= too), as Docker has them.
 
 mod common;
 #[path = "containers/fixture.rs"]
@@ -208,11 +208,35 @@ fn ps_filters_as_dockers() {
         names(&["-f", "status=running", "-f", "status=created"]),
         ["beta", "delta", "gamma"]
     );
+    // before= and since= name a container: those made before or after it (created in the
+    // order alpha, beta, gamma, delta); without -a still only the running ones.
+    assert_eq!(
+        names(&["-a", "--filter", "since=alpha"]),
+        ["beta", "delta", "gamma"]
+    );
+    assert_eq!(names(&["--filter", "since=alpha"]), ["beta"]);
+    assert_eq!(
+        names(&["-a", "--filter", "before=gamma"]),
+        ["alpha", "beta"]
+    );
+    assert_eq!(
+        names(&["-a", "-f", "since=alpha", "-f", "before=delta"]),
+        ["beta", "gamma"]
+    );
+    assert_eq!(
+        names(&["-a", "-f", "since=beta", "-f", "since=alpha"]),
+        ["delta", "gamma"]
+    );
+    assert_eq!(
+        names(&["-a", "-f", &format!("before={}", &beta[..8])]),
+        ["alpha"]
+    );
     let o = f.verb(&["ps", "-a", "-q", "--filter", "name=beta"]);
     assert_eq!(o.stdout, format!("{}\n", &beta[..12]));
     // Bad filters: one line, exit 1.
     for (arg, err) in [
         ("foo=bar", "strata: Invalid filter 'foo'\n"),
+        ("before=nope", "strata: no such container nope\n"),
         ("status=bogus", "strata: Invalid filter 'status=bogus'\n"),
         (
             "foo",

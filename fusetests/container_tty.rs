@@ -220,3 +220,50 @@ fn exec_it_and_exec_d() {
     assert!(o.ok(), "{}", o.describe());
     assert!(f.verb(&["rm", "-f", &id]).ok());
 }
+
+#[test]
+fn dev_console_is_the_containers_own_terminal_under_t_and_absent_without() {
+    let f = fx();
+    // The pty's slave, as Docker binds it: same device as the shell's terminal, its user's.
+    let script = "stat -c '%t:%T %u' /dev/console /dev/pts/0; tty";
+    let o = run_with_stdin(
+        &f,
+        &[
+            "-t",
+            "--rm",
+            "-u",
+            "1000",
+            f.rootfs.to_str().unwrap(),
+            "sh",
+            "-c",
+            script,
+        ],
+        "",
+    );
+    assert!(o.ok(), "{}", o.describe());
+    assert_eq!(o.stdout, "88:0 1000\r\n88:0 1000\r\n/dev/pts/0\r\n");
+    // -d -t too: the console is there for the detached container.
+    let (id, _) = detached(&f, &["-t"], &["sleep", "60"]);
+    let o = f.verb(&["exec", &id, "stat", "-c", "%t:%T", "/dev/console"]);
+    assert_eq!(o.stdout, "88:0\n", "{}", o.describe());
+    assert!(f.verb(&["rm", "-f", &id]).ok());
+    // Without -t there is none, even when the caller has a terminal.
+    let mut t = Term::spawn(
+        strata(
+            &f,
+            &[
+                "run",
+                "--rm",
+                f.rootfs.to_str().unwrap(),
+                "sh",
+                "-c",
+                "test -e /dev/console; echo console-$?",
+            ],
+        ),
+        24,
+        80,
+    );
+    t.expect("console-1", T);
+    assert_eq!(t.wait(T), 0, "{}", t.output());
+    f.assert_nothing_left();
+}

@@ -101,11 +101,13 @@ fn detached_run_ps_logs_stop_rm() {
     assert!(t[1][4].starts_with("Up "), "{:?}", t[1]);
     assert_eq!(t[1][5], "web");
     assert_eq!(f.verb(&["ps", "-q"]).stdout, format!("{}\n", &id[..12]));
-    // The output went to the log, read by name or by a prefix of the id.
+    // The output went to the log, read by name or by a prefix of the id, stdout to stdout
+    // and stderr to stderr.
     assert!(wait_until(Duration::from_secs(10), || {
-        f.verb(&["logs", "web"]).stdout == "out\nerr\n"
+        f.verb(&["logs", "web"]).stderr == "err\n"
     }));
-    assert_eq!(f.verb(&["logs", &id[..5]]).stdout, "out\nerr\n");
+    let o = f.verb(&["logs", &id[..5]]);
+    assert_eq!((o.stdout.as_str(), o.stderr.as_str()), ("out\n", "err\n"));
     // PID 1 has no handler for SIGTERM: stop waits its grace period, then kills.
     let t0 = std::time::Instant::now();
     let o = f.verb(&["stop", "-t", "1", "web"]);
@@ -358,6 +360,73 @@ fn logs_tail_and_follow() {
     assert_eq!(f.state_of(&f.only_id()).unwrap()["status"], "exited");
     let o = f.verb(&["logs", "--tail", "x", "talk"]);
     assert_eq!(o.status.code(), Some(1), "{}", o.describe());
+}
+
+/// Runs `strata ARGS` under a shell with stderr sent to /dev/null, as a user types
+/// `strata logs C 2>/dev/null`: what is left on stdout.
+fn stdout_only(f: &Fx, args: &[&str]) -> String {
+    let mut sh = std::process::Command::new("/bin/sh");
+    sh.env("STRATA_ROOT", &f.root)
+        .arg("-c")
+        .arg("exec \"$@\" 2>/dev/null")
+        .arg("sh")
+        .arg(strata_bin())
+        .args(args);
+    let o = run_cmd(&mut sh, RUN_TIMEOUT);
+    assert!(o.ok(), "{}", o.describe());
+    o.stdout
+}
+
+#[test]
+fn logs_keep_stdout_and_stderr_apart_in_order() {
+    let f = fx();
+    let (id, _) = detached(
+        &f,
+        &["--name", "two"],
+        &[
+            "sh",
+            "-c",
+            // Apart in time: two pipes read as they come keep the order of writes that
+            // are (written at once, either may be read first, as with Docker).
+            "echo o1; sleep 0.1; echo e1 >&2; sleep 0.1; echo o2; sleep 0.1; echo e2 >&2; \
+             sleep 1; echo o3; sleep 0.1; echo e3 >&2",
+        ],
+    );
+    assert!(wait_until(Duration::from_secs(10), || {
+        f.verb(&["logs", "two"]).stderr == "e1\ne2\n"
+    }));
+    assert_eq!(stdout_only(&f, &["logs", "two"]), "o1\no2\n");
+    let o = f.verb(&["logs", "two"]);
+    assert_eq!(o.stdout, "o1\no2\n");
+    // --tail counts lines of both streams, each still on its own.
+    let o = f.verb(&["logs", "--tail", "2", "two"]);
+    assert_eq!((o.stdout.as_str(), o.stderr.as_str()), ("o2\n", "e2\n"));
+    // -f too; and both streams into one file keep the order they were written in.
+    let o = f.verb(&["logs", "-f", "two"]);
+    assert_eq!(o.stdout, "o1\no2\no3\n", "{}", o.describe());
+    assert_eq!(o.stderr, "e1\ne2\ne3\n", "{}", o.describe());
+    let mut sh = std::process::Command::new("/bin/sh");
+    sh.env("STRATA_ROOT", &f.root)
+        .arg("-c")
+        .arg("exec \"$@\" 2>&1")
+        .arg("sh")
+        .arg(strata_bin())
+        .args(["logs", "two"]);
+    let o = run_cmd(&mut sh, RUN_TIMEOUT);
+    assert_eq!(o.stdout, "o1\ne1\no2\ne2\no3\ne3\n");
+    // A terminal has one stream, as in Docker: all of it on stdout.
+    let o = f.run(&["-d", "-t"], &["sh", "-c", "echo t-out; echo t-err >&2"]);
+    assert!(o.ok(), "{}", o.describe());
+    let tty = o.stdout.trim().to_string();
+    assert_eq!(f.verb(&["wait", &tty]).stdout, "0\n");
+    let o = f.verb(&["logs", &tty]);
+    assert_eq!(
+        (o.stdout.as_str(), o.stderr.as_str()),
+        ("t-out\r\nt-err\r\n", "")
+    );
+    for c in [&id, &tty] {
+        assert!(f.verb(&["rm", "-f", c]).ok());
+    }
 }
 
 #[test]

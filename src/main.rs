@@ -174,6 +174,8 @@ enum Cmd {
     },
     /// Copy files between a container and the host (or a tar stream on stdin/stdout).
     Cp(cli::cp::CpArgs),
+    /// Attach stdin, stdout and stderr to a running container (ctrl-p ctrl-q detaches).
+    Attach(cli::container::AttachArgs),
 }
 
 #[derive(Subcommand)]
@@ -587,6 +589,10 @@ fn real_main() {
             }
             Cmd::Layers { what, svg } => cli::layers::layers(&root, &what, svg.as_deref()),
             Cmd::Cp(a) => cli::cp::cp(&root, a),
+            Cmd::Attach(a) => match cli::container::attach(&root, a) {
+                Ok(code) => finish(code),
+                Err(e) => Err(e),
+            },
         }
     } else {
         let c = Compat::parse();

@@ -408,9 +408,8 @@ fn columns<const N: usize>(table: &[[String; N]]) -> String {
     out
 }
 
-/// `strata logs C`: what the container wrote.
-/// `strata logs [-f] [--tail N] C`: what the container wrote (the last N lines), and with -f
-/// what it goes on writing until it exits.
+/// `strata logs [-f] [--tail N] C`: what the container wrote (the last N lines), its stdout
+/// on stdout and its stderr on stderr, and with -f what it goes on writing until it exits.
 pub fn logs(root: &Root, container: &str, follow: bool, tail: Option<&str>) -> Result<()> {
     use std::io::Write;
     let n = match tail {
@@ -420,15 +419,62 @@ pub fn logs(root: &Root, container: &str, follow: bool, tail: Option<&str>) -> R
                 .map_err(|_| anyhow::anyhow!("invalid value for --tail: {t:?}"))?,
         ),
     };
-    let p = verbs::log_path(root, container)?;
-    let data = std::fs::read(&p).unwrap_or_default();
-    let shown = n.map_or(&data[..], |n| verbs::tail(&data, n));
-    let mut out = std::io::stdout();
-    out.write_all(shown)?;
-    if follow {
-        verbs::follow(root, container, data.len() as u64, &mut out)?;
-    }
-    Ok(())
+    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+    verbs::logs(root, container, follow, n, &mut |stream, data| {
+        let w: &mut dyn Write = if stream == crate::container::log::STDERR {
+            &mut err
+        } else {
+            &mut out
+        };
+        w.write_all(data)?;
+        // Each piece as it comes, so the two streams keep their order on one terminal.
+        w.flush()?;
+        Ok(())
+    })
+}
+
+#[derive(Args, Debug)]
+pub struct AttachArgs {
+    /// Do not attach stdin.
+    #[arg(long = "no-stdin")]
+    pub no_stdin: bool,
+    /// Pass the signals received on to the container (not with a terminal: keys are bytes).
+    #[arg(
+        long = "sig-proxy",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_name = "true|false"
+    )]
+    pub sig_proxy: bool,
+    /// The key sequence that detaches: a letter, or ctrl-X, comma-separated
+    /// [default: ctrl-p,ctrl-q].
+    #[arg(long = "detach-keys", value_name = "KEYS")]
+    pub detach_keys: Option<String>,
+    pub container: String,
+}
+
+/// `strata attach C`: the container's exit code once it ends; 1 after the detach keys, with
+/// Docker's line.
+pub fn attach(root: &Root, a: AttachArgs) -> Result<i32> {
+    use crate::container::attach_client::{self, AttachRequest, Ended};
+    let ended = attach_client::attach(
+        root,
+        AttachRequest {
+            container: a.container,
+            stdin: !a.no_stdin,
+            sig_proxy: a.sig_proxy,
+            detach_keys: a.detach_keys,
+        },
+    )?;
+    Ok(match ended {
+        Ended::Exited(code) => code,
+        Ended::Detached => {
+            eprintln!("read escape sequence");
+            1
+        }
+    })
 }
 
 /// `strata start [-a] [-i] C...`: detached, each name printed; with -a or -i (one container)

@@ -1,10 +1,12 @@
 //! The monitor's side of a container's stdio (`-i`, `-t`, `start -a -i`): what its stdin is,
 //! and with a terminal, the relay between the pty the container made and the caller's terminal
 //! (or the log, detached), the caller's terminal in raw mode while attached and restored after,
-//! and the window size passed on at start and on each SIGWINCH.
+//! and the window size passed on at start and on each SIGWINCH. A detached container's
+//! stdio is served instead (src/container/streams.rs): its log and its attach socket.
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use nix::sys::termios::{self, SetArg, Termios};
@@ -13,6 +15,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::monitor;
+use super::streams::{Output, Service};
 use crate::launcher::init::exit_code;
 use crate::launcher::tty::{ConsoleSocket, Io};
 
@@ -51,17 +54,31 @@ pub struct Prepared {
     null: Option<File>,
     held: Option<(OwnedFd, OwnedFd)>,
     console: Option<ConsoleSocket>,
+    /// Detached: the container's directory (its log and attach socket), and without a
+    /// terminal the stdout and stderr pipes (read end, write end).
+    serve: Option<PathBuf>,
+    pipes: Option<[(OwnedFd, OwnedFd); 2]>,
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe for the container's stdio")
 }
 
 impl Prepared {
-    pub fn new(stdin: Stdin, tty: bool) -> Result<Prepared> {
+    /// `serve`: the directory of a detached container, whose stdio its monitor serves.
+    pub fn new(stdin: Stdin, tty: bool, serve: Option<PathBuf>) -> Result<Prepared> {
         let mut p = Prepared {
             stdin,
             tty,
             null: None,
             held: None,
             console: None,
+            pipes: None,
+            serve,
         };
+        if p.serve.is_some() && !tty {
+            p.pipes = Some([pipe()?, pipe()?]);
+        }
         if tty {
             p.console = Some(ConsoleSocket::new()?);
         } else {
@@ -86,6 +103,8 @@ impl Prepared {
                 .as_ref()
                 .map(|f| f.as_raw_fd())
                 .or(self.held.as_ref().map(|(r, _)| r.as_raw_fd())),
+            stdout: self.pipes.as_ref().map(|p| p[0].1.as_raw_fd()),
+            stderr: self.pipes.as_ref().map(|p| p[1].1.as_raw_fd()),
             console: self.console.as_ref().map(|c| c.theirs.as_raw_fd()),
             size: if self.tty {
                 caller_terminal().and_then(window)
@@ -98,11 +117,15 @@ impl Prepared {
     /// Once the process has started (exec'd): the clone's ends go, and with a terminal the
     /// pty's master is taken (the caller's terminal raw if it is attached). What is returned
     /// holds everything until [`Attached::wait`].
-    pub fn attach(self) -> Attached {
-        let held = self.held.map(|(_, w)| w);
+    pub fn attach(mut self) -> Attached {
+        let held = self.held.take().map(|(_, w)| w);
+        if let Some(dir) = self.serve.take() {
+            return self.serve(dir, held);
+        }
         let mut a = Attached {
             relay: None,
             _held: held,
+            service: None,
         };
         let Some(console) = self.console else {
             return a;
@@ -128,6 +151,31 @@ impl Prepared {
 
     /// Before the process started: the clone's ends go.
     pub fn abandon(self) {}
+
+    /// Detached: the log and the attach socket take the container's output and input.
+    fn serve(self, dir: PathBuf, held: Option<OwnedFd>) -> Attached {
+        let interactive = self.stdin != Stdin::Null;
+        let output = match (self.pipes, self.console) {
+            (Some([(out, _), (err, _)]), _) => Some(Output::Pipes(out, err)),
+            (None, Some(console)) => {
+                drop(console.theirs);
+                ConsoleSocket::receive(&console.ours).map(Output::Pty)
+            }
+            (None, None) => None,
+        };
+        let service = output.and_then(|o| match Service::new(&dir, o, held, interactive) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("strata: {e:#}");
+                None
+            }
+        });
+        Attached {
+            relay: None,
+            _held: None,
+            service,
+        }
+    }
 }
 
 struct Relay {
@@ -141,12 +189,16 @@ struct Relay {
 pub struct Attached {
     relay: Option<Relay>,
     _held: Option<OwnedFd>,
+    service: Option<Service>,
 }
 
 impl Attached {
     /// Wait for `pid` to end (its exit code, as [`monitor::wait`]), relaying its terminal
     /// meanwhile; then the rest of its output, then the caller's terminal restored.
     pub fn wait(self, pid: Pid) -> i32 {
+        if let Some(s) = self.service {
+            return s.run(pid);
+        }
         let Some(r) = self.relay else {
             return monitor::wait(pid);
         };
@@ -158,13 +210,13 @@ impl Attached {
 
 /// The caller's terminal in raw mode (keys go to the container's pty as they are: Ctrl-C is
 /// a byte its line discipline turns into SIGINT for its foreground job); restored on drop.
-struct RawMode {
+pub struct RawMode {
     fd: RawFd,
     saved: Termios,
 }
 
 impl RawMode {
-    fn enter(fd: RawFd) -> Option<RawMode> {
+    pub fn enter(fd: RawFd) -> Option<RawMode> {
         let b = unsafe { BorrowedFd::borrow_raw(fd) };
         let saved = termios::tcgetattr(b).ok()?;
         let mut raw = saved.clone();
@@ -181,7 +233,7 @@ impl Drop for RawMode {
     }
 }
 
-fn write_all(fd: RawFd, mut data: &[u8]) -> bool {
+pub fn write_all(fd: RawFd, mut data: &[u8]) -> bool {
     while !data.is_empty() {
         let n = unsafe { libc::write(fd, data.as_ptr() as *const libc::c_void, data.len()) };
         if n < 0 {

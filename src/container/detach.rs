@@ -1,5 +1,5 @@
-//! `run -d`: the monitor becomes a process of its own (a new session, its output the
-//! container's log file), and `strata run` returns, printing the id, once the container's
+//! `run -d`: the monitor becomes a process of its own (a new session, its own messages in
+//! the container's monitor.log; the container's output it serves to its log), and `strata run` returns, printing the id, once the container's
 //! command runs, or with Docker's exit code and the reason when it could not start.
 
 use std::io::{Read, Write};
@@ -48,7 +48,7 @@ pub fn start(root: &Root, store: &Store, config: &Config, fresh: bool) -> Result
     } else {
         Stdin::Null
     };
-    let log = store.container_dir(&config.id).join("log");
+    let log = store.container_dir(&config.id).join("monitor.log");
     let mut o = background(Some(&log), &|notify| {
         launch(root, store, config, fresh, stdin, Some(notify))
     })?;

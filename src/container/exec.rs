@@ -77,7 +77,7 @@ fn run_and_wait(
     notify: Option<super::run::Notify>,
 ) -> Result<Outcome> {
     exec::join_pid(&syscall::Linux, target).map_err(|f| anyhow::anyhow!(f.msg))?;
-    let io = Prepared::new(stdin, tty)?;
+    let io = Prepared::new(stdin, tty, None)?;
     let ioc = io.io();
     let started = clone::spawn_with(nix::sched::CloneFlags::empty(), ioc, &|report| {
         exec::start(target, spec, &ioc, report)

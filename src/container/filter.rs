@@ -1,5 +1,7 @@
 //! `ps --filter`: Docker's filters over the container records. Values of one filter are
-//! alternatives (any may match); different filters must all match.
+//! alternatives (any may match); different filters must all match. `before=C` and `since=C`
+//! order containers by creation: they name a container, which the caller resolves
+//! ([`Filters::order`]), and each value narrows the list further.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +13,7 @@ use crate::volume::spec::Source;
 
 /// The filters Docker's `ps` takes that strata keeps the facts for.
 const KNOWN: &[&str] = &[
-    "id", "name", "status", "exited", "label", "ancestor", "volume",
+    "id", "name", "status", "exited", "label", "ancestor", "volume", "before", "since",
 ];
 
 /// Docker's container states.
@@ -59,7 +61,65 @@ impl Filters {
     pub fn matches(&self, c: &Config, s: &State) -> bool {
         self.0
             .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "before" | "since"))
             .all(|(k, vs)| vs.iter().any(|v| one(k, v, c, s)))
+    }
+
+    /// The containers `before=` and `since=` name, for the caller to resolve.
+    pub fn order(&self) -> Vec<(Order, &str)> {
+        let of = |k: &str, o: Order| {
+            self.0
+                .get(k)
+                .into_iter()
+                .flatten()
+                .map(move |v| (o, v.as_str()))
+        };
+        of("before", Order::Before)
+            .chain(of("since", Order::Since))
+            .collect()
+    }
+}
+
+/// Which side of a named container's creation a `ps` row must be on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// Created before it (`before=C`).
+    Before,
+    /// Created after it (`since=C`).
+    Since,
+}
+
+/// The creation window the resolved `before=`/`since=` containers leave: (after, before),
+/// as (created, id) pairs, the narrowest of each kind.
+#[derive(Debug, Default)]
+pub struct Window {
+    after: Option<(String, String)>,
+    before: Option<(String, String)>,
+}
+
+impl Window {
+    /// Narrow the window by the container `(created, id)` on side `o`.
+    pub fn narrow(&mut self, o: Order, created: &str, id: &str) {
+        let key = (created.to_string(), id.to_string());
+        match o {
+            Order::Since => {
+                if self.after.as_ref().is_none_or(|a| key > *a) {
+                    self.after = Some(key);
+                }
+            }
+            Order::Before => {
+                if self.before.as_ref().is_none_or(|b| key < *b) {
+                    self.before = Some(key);
+                }
+            }
+        }
+    }
+
+    /// Is a container made at `created` (with `id`) inside the window?
+    pub fn holds(&self, created: &str, id: &str) -> bool {
+        let key = (created.to_string(), id.to_string());
+        self.after.as_ref().is_none_or(|a| key > *a)
+            && self.before.as_ref().is_none_or(|b| key < *b)
     }
 }
 
@@ -89,5 +149,29 @@ fn one(key: &str, v: &str, c: &Config, s: &State) -> bool {
                     || matches!(&g.source, Source::Bind(p) if p.as_os_str() == v)
             }),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Filters, Order, Window};
+
+    #[test]
+    fn before_and_since_are_known_and_resolved_by_the_caller() {
+        let f = Filters::parse(&["since=a".into(), "before=b".into()]).unwrap();
+        assert_eq!(f.order(), vec![(Order::Before, "b"), (Order::Since, "a")]);
+        assert!(!f.implies_all());
+    }
+
+    #[test]
+    fn the_window_keeps_the_narrowest_bounds() {
+        let mut w = Window::default();
+        w.narrow(Order::Since, "2026-01-01T00:00:01Z", "a");
+        w.narrow(Order::Since, "2026-01-01T00:00:03Z", "c");
+        w.narrow(Order::Before, "2026-01-01T00:00:09Z", "z");
+        assert!(!w.holds("2026-01-01T00:00:02Z", "b"));
+        assert!(!w.holds("2026-01-01T00:00:03Z", "c"));
+        assert!(w.holds("2026-01-01T00:00:04Z", "d"));
+        assert!(!w.holds("2026-01-01T00:00:09Z", "z"));
     }
 }

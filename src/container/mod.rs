@@ -2,6 +2,7 @@
 //! a container's process and waits for it (`run`). The kernel side is src/launcher/.
 
 pub mod attach;
+pub mod attach_client;
 pub mod cp;
 pub mod detach;
 pub mod etc;
@@ -10,9 +11,11 @@ pub mod filter;
 pub mod grafts;
 pub mod inspect;
 pub mod layers;
+pub mod log;
 pub mod monitor;
 pub mod mount;
 pub mod records;
 pub mod run;
 pub mod source;
+pub mod streams;
 pub mod verbs;

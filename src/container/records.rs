@@ -349,6 +349,7 @@ mod tests {
                 caps: 0,
                 no_new_privileges: false,
                 console: None,
+                tty: false,
                 read_only: false,
                 writable: vec![],
             },

@@ -94,11 +94,6 @@ fn check_name(n: &str) -> Result<()> {
     Ok(())
 }
 
-/// The caller's terminal, for /dev/console.
-fn console() -> Option<PathBuf> {
-    nix::unistd::ttyname(unsafe { std::os::fd::BorrowedFd::borrow_raw(0) }).ok()
-}
-
 pub fn run(root: &Root, req: RunRequest) -> Result<Outcome> {
     let detach = req.detach;
     let (store, config) = create(root, req)?;
@@ -179,7 +174,9 @@ fn create(root: &Root, req: RunRequest) -> Result<(Store, Config)> {
         // What the host withholds from strata it cannot give (--cap-add ALL included).
         caps: req.caps & crate::launcher::caps::available(),
         no_new_privileges: req.no_new_privileges,
-        console: if req.detach { None } else { console() },
+        // Docker's /dev/console: the container's pty with -t, none without.
+        console: None,
+        tty: req.tty,
         read_only: req.read_only,
         writable: writable_outer_first(writable),
     };
@@ -303,7 +300,9 @@ fn start_and_wait(
     stdin: Stdin,
     notify: Option<Notify>,
 ) -> Result<Outcome> {
-    let io = Prepared::new(stdin, config.tty)?;
+    // Detached (`notify`): the monitor serves the container's stdio (log, attach socket).
+    let serve = notify.map(|_| store.container_dir(&config.id));
+    let io = Prepared::new(stdin, config.tty, serve)?;
     let started = clone::spawn(&config.spec, io.io())?;
     let pid = started.pid;
     if let Err(e) = cg.add(pid.as_raw()) {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 
+use super::log;
 use super::records::{parse_time, Config, State, Store};
 use crate::launcher::cgroups;
 use crate::state::{alive, Root};
@@ -82,6 +83,14 @@ pub fn ps(root: &Root, all: bool, filters: &super::filter::Filters) -> Result<Ve
     let all = all || filters.implies_all();
     let store = Store::new(root);
     let lock = store.lock()?;
+    let mut window = super::filter::Window::default();
+    for (o, key) in filters.order() {
+        // Docker's line for a before=/since= naming no container.
+        let c = store
+            .find(&lock, key)
+            .map_err(|_| anyhow::anyhow!("no such container {key}"))?;
+        window.narrow(o, &c.created, &c.id);
+    }
     let mut list: Vec<(Config, State)> = store
         .configs(&lock)
         .into_iter()
@@ -90,7 +99,7 @@ pub fn ps(root: &Root, all: bool, filters: &super::filter::Filters) -> Result<Ve
             Some((c, s))
         })
         .filter(|(_, s)| all || s.status == "running")
-        .filter(|(c, s)| filters.matches(c, s))
+        .filter(|(c, s)| filters.matches(c, s) && window.holds(&c.created, &c.id))
         .collect();
     list.sort_by(|a, b| b.0.created.cmp(&a.0.created));
     Ok(list
@@ -107,47 +116,53 @@ pub fn ps(root: &Root, all: bool, filters: &super::filter::Filters) -> Result<Ve
         .collect())
 }
 
-/// The container's log (its output when run with -d).
-pub fn log_path(root: &Root, key: &str) -> Result<std::path::PathBuf> {
-    let store = Store::new(root);
-    let lock = store.lock()?;
-    let c = store.find(&lock, key)?;
-    Ok(store.container_dir(&c.id).join("log"))
-}
-
-/// The last `n` lines of `data` (all of it when there are fewer).
-pub fn tail(data: &[u8], n: usize) -> &[u8] {
-    let body = data.strip_suffix(b"\n").unwrap_or(data);
-    let mut start = body.len();
-    for _ in 0..n {
-        match body[..start].iter().rposition(|b| *b == b'\n') {
-            Some(i) => start = i,
-            None => return data,
-        }
-    }
-    &data[start + 1..]
-}
-
-/// `logs -f`: write what the log gains to `out` until the container's monitor is gone.
-pub fn follow(root: &Root, key: &str, from: u64, out: &mut dyn std::io::Write) -> Result<()> {
+/// `logs`: the container's output (when run with -d or started), each piece given to `out`
+/// with its stream ([`log::STDOUT`], [`log::STDERR`]); only the last `tail` lines if given,
+/// and with `follow`, what it goes on writing until its monitor is gone.
+pub fn logs(
+    root: &Root,
+    key: &str,
+    follow: bool,
+    tail: Option<usize>,
+    out: &mut dyn FnMut(u8, &[u8]) -> Result<()>,
+) -> Result<()> {
     use std::io::{Read, Seek, SeekFrom};
     let store = Store::new(root);
     let id = {
         let lock = store.lock()?;
         store.find(&lock, key)?.id
     };
-    let mut f = std::fs::File::open(store.container_dir(&id).join("log"))?;
-    f.seek(SeekFrom::Start(from))?;
+    let path = store.container_dir(&id).join("log");
+    let data = std::fs::read(&path).unwrap_or_default();
+    let (records, used) = log::read(&data);
+    let records = match tail {
+        Some(n) => log::tail(records, n),
+        None => records,
+    };
+    for r in &records {
+        out(r.stream, &r.data)?;
+    }
+    if !follow {
+        return Ok(());
+    }
+    let mut f = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        // Never started detached: nothing will come.
+        Err(_) => return Ok(()),
+    };
+    f.seek(SeekFrom::Start(used as u64))?;
     let mut buf = Vec::new();
     loop {
         let done = match store.state(&id) {
             Ok(s) => !alive(s.monitor_pid, s.monitor_start),
             Err(_) => true,
         };
-        buf.clear();
         f.read_to_end(&mut buf)?;
-        out.write_all(&buf)?;
-        out.flush()?;
+        let (records, used) = log::parse(&buf);
+        for r in &records {
+            out(r.stream, &r.data)?;
+        }
+        buf.drain(..used);
         if done {
             return Ok(());
         }
@@ -384,15 +399,5 @@ mod tests {
         assert_eq!(human(42.0), "42 seconds");
         assert_eq!(human(61.0), "About a minute");
         assert_eq!(human(3.0 * 3600.0), "3 hours");
-    }
-
-    #[test]
-    fn tail_takes_the_last_lines() {
-        use super::tail;
-        assert_eq!(tail(b"a\nb\nc\n", 2), b"b\nc\n");
-        assert_eq!(tail(b"a\nb\nc", 1), b"c");
-        assert_eq!(tail(b"a\nb\n", 5), b"a\nb\n");
-        assert_eq!(tail(b"a\nb\n", 0), b"");
-        assert_eq!(tail(b"", 3), b"");
     }
 }

@@ -143,6 +143,10 @@ impl Syscall for Recorder {
     fn symlink(&self, target: &Path, link: &Path) -> SysResult<()> {
         self.rec(format!("symlink {} {}", d(target), d(link)))
     }
+    fn open_console(&self, pts: &Path) -> SysResult<PathBuf> {
+        self.rec(format!("open_console {}", d(pts)))?;
+        Ok(pts.join("0"))
+    }
     fn loopback_up(&self) -> SysResult<()> {
         self.rec("loopback_up".into())
     }

@@ -62,8 +62,12 @@ pub struct Spec {
     /// The capability set (bit mask), from [`caps::resolve`].
     pub caps: u64,
     pub no_new_privileges: bool,
-    /// The terminal to bind at /dev/console (the caller's, when it has one).
+    /// A terminal to bind at /dev/console (kept for records made before `tty`).
     pub console: Option<PathBuf>,
+    /// `-t`: the container's pty is made in its own devpts while /dev is set up, and its
+    /// slave is bound at /dev/console, as Docker does (without -t there is no console).
+    #[serde(default)]
+    pub tty: bool,
     /// `--read-only`: the root is mounted read-only, all but `writable`.
     #[serde(default)]
     pub read_only: bool,
@@ -121,6 +125,7 @@ pub fn enter(sys: &dyn Syscall, spec: &Spec) -> Result<process::Command, Failure
         format!("workdir {}", spec.cwd.display())
     })?;
     caps::bounding(sys, spec.caps)?;
+    tty::give_console(user.uid);
     process::switch_user(sys, &user)?;
     caps::apply(sys, spec.caps, user.uid, spec.no_new_privileges)?;
     step(sys.chdir(&spec.cwd), || {

@@ -171,7 +171,12 @@ pub fn dev(sys: &dyn Syscall, spec: &Spec) -> Result<(), Failure> {
         NOSUID_NODEV_NOEXEC,
         None,
     )?;
-    if let Some(tty) = &spec.console {
+    if spec.tty {
+        let slave = step(sys.open_console(&pts), || {
+            "make the container's terminal".into()
+        })?;
+        bind_file(sys, &slave, &dev.join("console"))?;
+    } else if let Some(tty) = &spec.console {
         bind_file(sys, tty, &dev.join("console"))?;
     }
     for (link, target) in DEV_LINKS {

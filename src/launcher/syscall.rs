@@ -3,7 +3,7 @@
 //! unit-tested with a recording fake ([`super::fake`]) and needs no root.
 
 use std::ffi::CString;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -42,6 +42,9 @@ pub trait Syscall {
     /// An empty regular file to bind a device node or a file over (an existing one is kept).
     fn touch(&self, path: &Path) -> SysResult<()>;
     fn symlink(&self, target: &Path, link: &Path) -> SysResult<()>;
+    /// A new pty from the devpts instance mounted at `pts`, both ends kept for the
+    /// container's terminal ([`super::tty::console`]); the slave's path.
+    fn open_console(&self, pts: &Path) -> SysResult<PathBuf>;
     /// Bring the loopback interface of the current network namespace up (SIOCSIFFLAGS).
     fn loopback_up(&self) -> SysResult<()>;
     /// Drop every capability not in `keep` (a bit mask) from the bounding set.
@@ -160,6 +163,25 @@ impl Syscall for Linux {
 
     fn symlink(&self, target: &Path, link: &Path) -> SysResult<()> {
         nix::unistd::symlinkat(target, nix::fcntl::AT_FDCWD, link)
+    }
+
+    fn open_console(&self, pts: &Path) -> SysResult<PathBuf> {
+        use nix::fcntl::{open, OFlag};
+        use nix::sys::stat::Mode;
+        let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+        let master = open(&pts.join("ptmx"), flags, Mode::empty())?;
+        let mut n: libc::c_uint = 0;
+        let m = master.as_raw_fd();
+        let unlock: libc::c_int = 0;
+        if unsafe { libc::ioctl(m, libc::TIOCSPTLCK, &unlock) } < 0
+            || unsafe { libc::ioctl(m, libc::TIOCGPTN, &mut n) } < 0
+        {
+            return Err(Errno::last());
+        }
+        let slave_path = pts.join(n.to_string());
+        let slave = open(&slave_path, flags, Mode::empty())?;
+        super::tty::keep_console(master, slave);
+        Ok(slave_path)
     }
 
     fn loopback_up(&self) -> SysResult<()> {

@@ -21,6 +21,7 @@ fn spec() -> Spec {
         caps: caps::mask_of(caps::DOCKER_DEFAULT),
         no_new_privileges: false,
         console: None,
+        tty: false,
         read_only: false,
         writable: vec![],
     }
@@ -166,6 +167,21 @@ fn dev_holds_only_dockers_nodes() {
     };
     enter(&r, &s).unwrap();
     assert!(r.has("mount /dev/pts/7 /c/merged/dev/console - MS_BIND"));
+    // -t: the container's own pty, made in its devpts once that is mounted, is the console.
+    let r = Recorder::new();
+    let s = Spec {
+        tty: true,
+        ..spec()
+    };
+    enter(&r, &s).unwrap();
+    ordered(
+        &r,
+        &[
+            "mount devpts /c/merged/dev/pts devpts",
+            "open_console /c/merged/dev/pts",
+            "mount /c/merged/dev/pts/0 /c/merged/dev/console - MS_BIND",
+        ],
+    );
 }
 
 #[test]

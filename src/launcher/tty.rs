@@ -1,7 +1,7 @@
 //! The container's standard input and its terminal (`-i`, `-t`).
 //!
-//! Without `-t` the process keeps the monitor's stdout and stderr, and its stdin is what the
-//! caller chose: the caller's own (`-i`), a pipe the monitor holds open and never writes
+//! Without `-t` the process keeps the monitor's stdout and stderr (a detached one gets pipes
+//! its monitor reads instead), and its stdin is what the caller chose: the caller's own (`-i`), a pipe the monitor holds open and never writes
 //! (`-d -i`: Docker keeps stdin open for a later attach), or /dev/null.
 //!
 //! With `-t`, as runc does with its console socket, the pty is made inside the container (from
@@ -11,7 +11,7 @@
 //! to the monitor over a unix socket, which relays it (src/container/attach.rs).
 
 use std::io::IoSlice;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use anyhow::{Context, Result};
 use nix::fcntl::OFlag;
@@ -27,16 +27,22 @@ use super::Failure;
 pub struct Io {
     /// Put this fd at 0 (None: keep the monitor's stdin).
     pub stdin: Option<RawFd>,
+    /// Put these at 1 and 2 (None: keep the monitor's): a detached container's output goes
+    /// through pipes its monitor reads, to keep the two streams apart in the log.
+    pub stdout: Option<RawFd>,
+    pub stderr: Option<RawFd>,
     /// Make a pty inside the container and send its master over this socket.
     pub console: Option<RawFd>,
     /// The window size to give the pty at once (the caller's terminal's).
     pub size: Option<libc::winsize>,
 }
 
-/// In the clone, before anything else: the stdin chosen for it.
+/// In the clone, before anything else: the stdin (and stdout, stderr) chosen for it.
 pub fn stdin(io: &Io) {
-    if let Some(fd) = io.stdin {
-        unsafe { libc::dup2(fd, 0) };
+    for (fd, to) in [(io.stdin, 0), (io.stdout, 1), (io.stderr, 2)] {
+        if let Some(fd) = fd {
+            unsafe { libc::dup2(fd, to) };
+        }
     }
 }
 
@@ -44,12 +50,26 @@ fn errno(what: &str) -> Failure {
     Failure::setup(format!("{what}: {}", std::io::Error::last_os_error()))
 }
 
-/// In the container, just before the exec: a new pty as the controlling terminal and stdio,
-/// its master sent to the monitor.
-pub fn console(io: &Io) -> Result<(), Failure> {
-    let Some(sock) = io.console else {
-        return Ok(());
-    };
+/// The pty made for the container's first process while its /dev was set up (its slave is
+/// /dev/console): (master, slave).
+static MADE: std::sync::Mutex<Option<(OwnedFd, OwnedFd)>> = std::sync::Mutex::new(None);
+
+/// Keep the pty made with /dev (see [`super::syscall::Syscall::open_console`]) for
+/// [`console`].
+pub fn keep_console(master: OwnedFd, slave: OwnedFd) {
+    *MADE.lock().unwrap_or_else(|p| p.into_inner()) = Some((master, slave));
+}
+
+/// The pty made with /dev becomes the user's (as runc gives the container's stdio to its
+/// user), while the process may still change owners.
+pub fn give_console(uid: u32) {
+    if let Some((_, slave)) = MADE.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        unsafe { libc::fchown(slave.as_raw_fd(), uid, u32::MAX) };
+    }
+}
+
+/// A new pty from /dev/ptmx (an `exec -t`, in the container's root as its user).
+fn open_pty() -> Result<(OwnedFd, OwnedFd), Failure> {
     let e = |what: &str, err: nix::errno::Errno| Failure::setup(format!("{what}: {}", err.desc()));
     let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
         .map_err(|err| e("open /dev/ptmx", err))?;
@@ -57,10 +77,28 @@ pub fn console(io: &Io) -> Result<(), Failure> {
     nix::pty::unlockpt(&master).map_err(|err| e("unlockpt", err))?;
     let name = nix::pty::ptsname_r(&master).map_err(|err| e("ptsname", err))?;
     let c = std::ffi::CString::new(name.clone()).map_err(|_| Failure::setup("pty name"))?;
-    let slave = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_NOCTTY) };
+    let slave = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
     if slave < 0 {
         return Err(errno(&format!("open {name}")));
     }
+    let master = unsafe { OwnedFd::from_raw_fd(master.into_raw_fd()) };
+    Ok((master, unsafe { OwnedFd::from_raw_fd(slave) }))
+}
+
+/// In the container, just before the exec: its pty (the one /dev/console is, for `run -t`;
+/// a new one for `exec -t`) as the controlling terminal and stdio, its master sent to the
+/// monitor.
+pub fn console(io: &Io) -> Result<(), Failure> {
+    let Some(sock) = io.console else {
+        return Ok(());
+    };
+    let e = |what: &str, err: nix::errno::Errno| Failure::setup(format!("{what}: {}", err.desc()));
+    let made = MADE.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let (master, slave) = match made {
+        Some(p) => p,
+        None => open_pty()?,
+    };
+    let slave = slave.into_raw_fd();
     if unsafe { libc::setsid() } < 0 {
         return Err(errno("setsid"));
     }
