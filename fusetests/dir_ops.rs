@@ -298,3 +298,28 @@ fn listings_are_whole_for_walkers_and_for_readers_that_stat() {
         }
     });
 }
+
+/// A char device 0:0 is what a whiteout is: made through the mount it would hide itself (and
+/// what it was made over), so mknod refuses it with EPERM, as kernel overlayfs does. fsstress's
+/// mknod makes exactly that and then lost track of its tree.
+#[test]
+fn mknod_of_a_whiteout_device_is_refused() {
+    let m = Builder::new(1)
+        .lower(0, |l| {
+            l.file("f", "lower");
+        })
+        .mount();
+    m.run(|c| {
+        for n in ["new", "f"] {
+            assert_errno(
+                mknod(&c.p(n), libc::S_IFCHR | 0o644, 0, 0),
+                if n == "f" { libc::EEXIST } else { libc::EPERM },
+                &format!("mknod {n} c 0 0"),
+            );
+        }
+        assert!(!exists(c.u("new")), "something was made in the upper");
+        assert_eq!(read(c.p("f")), "lower");
+        mknod(&c.p("dev"), libc::S_IFCHR | 0o644, 1, 3).expect("mknod c 1 3");
+        assert_eq!(rdev_of(&lstat(c.p("dev"))), (1, 3));
+    });
+}

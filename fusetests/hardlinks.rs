@@ -4,7 +4,7 @@
 
 mod common;
 use common::*;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -132,6 +132,50 @@ fn link_counts_follow_new_links_and_unlinks_of_a_copied_up_hard_link() {
         // The lower file's other names are unaffected by any of it.
         assert_eq!(lstat(c.l(0, "a")).nlink(), 2);
     });
+}
+
+/// The kernel forgets a directory once nothing in it is cached, even while it keeps a file
+/// of that directory open under another name (a hard link in a second directory). Calls on
+/// the open file then still work, in the upper (a file made through the mount) and in the
+/// lower (where the call copies the file up), and reach the one file both names share.
+#[test]
+fn an_open_hard_link_works_after_the_kernel_forgets_its_other_directory() {
+    let m = linked().mount();
+    m.run(|c| {
+        mkdir(c.p("n1"));
+        mkdir(c.p("n2"));
+        write(c.p("n1/f"), SHARED);
+        std::fs::hard_link(c.p("n1/f"), c.p("n2/g")).unwrap();
+        for (first, open) in [("n1/f", "n2/g"), ("d1/x", "d2/y")] {
+            let f = std::fs::File::open(c.p(open)).unwrap();
+            // The other name looked up last (past the kernel's cache), then nothing of its
+            // directory kept cached.
+            drop_cached_entries();
+            lstat(c.p(first));
+            drop_cached_entries();
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .unwrap_or_else(|e| panic!("fchmod of the open {open}: {e}"));
+            for n in [first, open] {
+                assert_eq!(lstat(c.p(n)).mode() & 0o7777, 0o600, "mode of {n}");
+            }
+            assert_eq!(ino(c.p(first)), ino(c.p(open)), "{first} and {open}");
+            // Read once it is closed: with passthrough, a file open before its copy-up cannot
+            // be opened again meanwhile (docs/RELIABILITY.md).
+            drop(f);
+            for n in [first, open] {
+                assert_eq!(read(c.p(n)), SHARED, "{n}");
+            }
+        }
+        assert_eq!(read(c.l(0, "d1/x")), SHARED, "the lower changed");
+    });
+}
+
+/// Make the kernel drop the entries and inodes it caches and nothing holds (FORGETs follow).
+fn drop_cached_entries() {
+    for _ in 0..3 {
+        std::fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 /// Kernel overlayfs mounted on the layers strata wrote; unmounted on drop.

@@ -42,6 +42,9 @@ pub mod image {
     pub mod at;
     pub mod config;
     pub mod digest;
+    pub mod docker_manifest;
+    pub mod oci_index;
+    pub mod reference;
     pub mod split;
     pub mod tar;
 }

@@ -270,6 +270,10 @@ impl Filesystem for StrataFs {
         reply: ReplyEntry,
     ) {
         log::debug!("mknod {} {:?} {mode:o}", parent.0, name);
+        if mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0 {
+            // A char device 0:0 is a whiteout: it would hide itself (kernel overlayfs: EPERM).
+            return reply.error(Errno::EPERM);
+        }
         let what = if mode & libc::S_IFMT == libc::S_IFREG {
             NewEntry::File {
                 flags: libc::O_WRONLY,

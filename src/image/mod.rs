@@ -7,7 +7,8 @@
 //!   `at`: the fd-relative helpers they share with the store
 //! - `digest`: sha256 while reading, and the compressions a layer may come in
 //! - `config`: the OCI image config (Env, Cmd, Entrypoint, ...) and one made for a plain rootfs
-//! - `oci`, `docker_archive`, `rootfs`: the SOURCE kinds of `image import`; `import` drives them
+//! - `oci`, `docker_archive`, `rootfs`: the SOURCE kinds of `image import`; `import` drives them;
+//!   `oci_index` picks the manifest of an OCI layout, `docker_manifest` reads a docker-archive's
 //! - `reference`: NAME[:TAG] as Docker's reference grammar has it, and id prefixes
 //! - `ops`: ls, inspect, history, tag, rm and prune, as data the CLI prints; `filter`: ls's filters
 //! - `mount`: `image mount`, the layers as a read-only union through daemon/
@@ -25,11 +26,13 @@ pub mod config;
 pub mod diff;
 pub mod digest;
 pub mod docker_archive;
+pub mod docker_manifest;
 pub mod filter;
 pub mod import;
 pub mod instructions;
 pub mod mount;
 pub mod oci;
+pub mod oci_index;
 pub mod ops;
 pub mod pack;
 pub mod reference;

@@ -11,10 +11,10 @@ use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 
 use super::digest::{sha256_hex, sha256_of, Compression};
 use super::import::{commit, unpack_layer, Progress};
+use super::oci_index::{for_this_platform, pick};
 use super::reference::Ref;
 use super::store::Store;
 
-const REF_NAME: &str = "org.opencontainers.image.ref.name";
 const INDEX_TYPES: [&str; 2] = [
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
@@ -95,64 +95,6 @@ pub fn import(
         &dir.display().to_string(),
         tags,
     )
-}
-
-/// The manifest `want` names, or the only one.
-fn pick<'a>(manifests: &'a [Descriptor], want: Option<&str>) -> Result<&'a Descriptor> {
-    let name = |d: &Descriptor| {
-        d.annotations()
-            .as_ref()
-            .and_then(|a| a.get(REF_NAME))
-            .cloned()
-    };
-    let names: Vec<String> = manifests.iter().filter_map(name).collect();
-    match want {
-        Some(w) => {
-            let found: Vec<&Descriptor> = manifests
-                .iter()
-                .filter(|d| name(d).as_deref() == Some(w))
-                .collect();
-            match found.as_slice() {
-                [one] => Ok(one),
-                [] => bail!(
-                    "no manifest named {w:?} in the layout (it has: {})",
-                    list(&names)
-                ),
-                _ => bail!("{} manifests are named {w:?}", found.len()),
-            }
-        }
-        None => match manifests {
-            [one] => Ok(one),
-            [] => bail!("the layout has no manifest"),
-            _ => bail!(
-                "the layout has {} manifests: name one as DIR:REF (it has: {})",
-                manifests.len(),
-                list(&names)
-            ),
-        },
-    }
-}
-
-fn list(names: &[String]) -> String {
-    if names.is_empty() {
-        "no names".into()
-    } else {
-        names.join(", ")
-    }
-}
-
-fn for_this_platform(manifests: &[Descriptor]) -> Result<&Descriptor> {
-    let arch = super::config::go_arch();
-    let here = manifests.iter().find(|d| {
-        d.platform()
-            .as_ref()
-            .is_some_and(|p| p.os().to_string() == "linux" && p.architecture().to_string() == arch)
-    });
-    match (here, manifests) {
-        (Some(d), _) => Ok(d),
-        (None, [one]) => Ok(one),
-        _ => bail!("the image index has no manifest for linux/{arch}"),
-    }
 }
 
 fn compression_of(l: &Descriptor) -> Result<Compression> {

@@ -323,11 +323,9 @@ impl Union {
         let mut names = Vec::new();
         let mut cur = id;
         while cur != ROOT_ID {
-            let n = self.node(cur)?;
-            let st = n.st.read().unwrap();
-            let (p, name) = st.names.first().ok_or(libc::ENOENT)?;
-            names.push(name.clone());
-            cur = *p;
+            let (p, name) = self.reachable_name(&*self.node(cur)?)?;
+            names.push(name);
+            cur = p;
             if names.len() > 4096 {
                 return Err(libc::ELOOP);
             }
@@ -335,10 +333,38 @@ impl Union {
         Ok(names.iter().rev().collect())
     }
 
+    /// A node's state and merged path; its names are those `path_of` left (each in a
+    /// directory strata holds), so that callers taking the first name can resolve it.
     pub fn resolve(&self, id: u64) -> Res<(NodeState, PathBuf)> {
-        let st = self.node(id)?.state();
         let path = self.path_of(id)?;
+        let st = self.node(id)?.state();
         Ok((st, path))
+    }
+
+    /// The name node `n` is reached by: its first in a directory strata still holds. The
+    /// kernel forgets a directory once nothing in it is cached, even while it holds a file of
+    /// it open through a hard link elsewhere, and strata drops the directory's node then: the
+    /// file's names in that directory cannot be resolved any more and are dropped here (a
+    /// lookup of one of them adds it again).
+    fn reachable_name(&self, n: &Node) -> Res<(u64, OsString)> {
+        let held = |p: &u64| *p == ROOT_ID || self.nodes.contains_key(p);
+        {
+            let st = n.st.read().unwrap();
+            match st.names.first() {
+                None => return Err(libc::ENOENT),
+                Some((p, name)) if held(p) => return Ok((*p, name.clone())),
+                Some(_) => {}
+            }
+        }
+        let mut st = n.st.write().unwrap();
+        st.names.retain(|(p, _)| held(p));
+        st.names.first().cloned().ok_or_else(|| {
+            log::warn!(
+                "node {}: none of its names is in a directory strata holds",
+                n.id
+            );
+            libc::ESTALE
+        })
     }
 
     pub(crate) fn read_ns(&self) -> std::sync::RwLockReadGuard<'_, ()> {
