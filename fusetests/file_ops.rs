@@ -632,3 +632,106 @@ fn writes_truncations_and_chowns_drop_privileges_as_linux_does() {
         assert_eq!(lstat(&f).mode() & 0o7777, 0o4755);
     });
 }
+
+/// A write through a shared mapping changes the file's mtime and ctime, seen by stat once the
+/// file is closed (xfstests generic/080), with and without passthrough. With passthrough the
+/// mapping is the layer file's, so neither the kernel's FUSE inode nor the daemon sees the
+/// write; the close must still leave no cached, stale times behind. The times are asked for
+/// alone, as `stat -c %Y` asks: a statx for every field would refresh them with the atime,
+/// which the kernel drops from its cache at every mapping.
+#[test]
+fn a_write_through_mmap_updates_mtime_and_ctime_after_close() {
+    for opt in [None, Some("passthrough=off")] {
+        let mut b = Builder::new(1).lower(0, |l| {
+            l.file("lower", vec![1u8; 4096]);
+        });
+        if let Some(o) = opt {
+            b = b.opt(o);
+        }
+        let m = b.mount();
+        m.run(move |c| {
+            let what = opt.unwrap_or("passthrough on");
+            for name in ["new", "lower"] {
+                let p = c.p(name);
+                if name == "new" {
+                    let f = File::create(&p).unwrap();
+                    f.write_all_at(&[2u8; 4096], 0).unwrap();
+                    f.sync_all().unwrap();
+                } else {
+                    // Copied up (and its attributes cached) before the mapping is made.
+                    OpenOptions::new().write(true).open(&p).unwrap();
+                }
+                let before = times(&p);
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                let f = OpenOptions::new().read(true).write(true).open(&p).unwrap();
+                // SAFETY: a fresh shared mapping of 4096 bytes of a file that long, unmapped
+                // before the file is closed.
+                unsafe {
+                    let a = libc::mmap(
+                        std::ptr::null_mut(),
+                        4096,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_SHARED,
+                        f.as_raw_fd(),
+                        0,
+                    );
+                    assert_ne!(a, libc::MAP_FAILED, "{what}: mmap of {name}");
+                    *(a as *mut u8).add(10) = 9;
+                    assert_eq!(libc::munmap(a, 4096), 0);
+                }
+                drop(f);
+                let after = times(&p);
+                let upper = times(&c.u(name));
+                assert_eq!(
+                    read_bytes(&p)[10],
+                    9,
+                    "{what}: {name}: the write is not there"
+                );
+                assert!(
+                    after.0 > before.0,
+                    "{what}: {name}: mtime {:?} before the write through mmap, {:?} after \
+                     (the upper's: {:?})",
+                    before.0,
+                    after.0,
+                    upper.0
+                );
+                assert!(
+                    after.1 > before.1,
+                    "{what}: {name}: ctime unchanged by the write through mmap: {:?}",
+                    after.1
+                );
+                assert_eq!(
+                    after, upper,
+                    "{what}: {name}: the mount's times are not the upper's"
+                );
+            }
+        });
+    }
+}
+
+/// mtime and ctime of `p`, and nothing else asked of the filesystem (statx with only those).
+fn times(p: &std::path::Path) -> ((i64, u32), (i64, u32)) {
+    let c = cpath(p);
+    // SAFETY: statx fills the zeroed struct it is given; the path is a NUL-terminated string.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    let r = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            libc::STATX_MTIME | libc::STATX_CTIME,
+            &mut stx,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "statx {}: {}",
+        p.display(),
+        io::Error::last_os_error()
+    );
+    (
+        (stx.stx_mtime.tv_sec, stx.stx_mtime.tv_nsec),
+        (stx.stx_ctime.tv_sec, stx.stx_ctime.tv_nsec),
+    )
+}

@@ -23,7 +23,7 @@ mod convert;
 mod passthrough;
 pub use convert::{attr, kind_of};
 use convert::{caller, done, err, id, set_time, xattr_reply};
-use passthrough::Backing;
+use passthrough::{flush_if_written, Backing};
 
 /// How long the kernel may cache entries (negative ones too) and attributes. Lower layers are
 /// immutable and every change to the upper goes through this daemon, whose replies keep the
@@ -48,6 +48,8 @@ pub struct StrataFs {
     users: dashmap::DashSet<u32>,
     /// The kernel opens directories without asking (see `opendir`).
     no_opendir: bool,
+    /// Where the daemon tells the kernel to drop what it caches (set once the session exists).
+    notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
 }
 
 /// How many reader threads `users` remembers before it starts afresh.
@@ -73,7 +75,13 @@ impl StrataFs {
             backing: Default::default(),
             users: Default::default(),
             no_opendir: false,
+            notifier: Default::default(),
         }
+    }
+
+    /// The slot the session's notifier goes in, once the session is made.
+    pub fn notifier_slot(&self) -> Arc<std::sync::OnceLock<fuser::Notifier>> {
+        self.notifier.clone()
     }
 }
 
@@ -382,7 +390,7 @@ impl Filesystem for StrataFs {
         // Writes reach the layer synchronously, so close has nothing to flush: no FLUSH round trip.
         let base = FopenFlags::FOPEN_NOFLUSH;
         match self.backing_for(fs, fh, |fd| reply.open_backing(fd)) {
-            (Some(b), _) => reply.opened_passthrough(FileHandle(fh), base, &b),
+            (Some(b), _) => reply.opened_passthrough(FileHandle(fh), flush_if_written(flags.0), &b),
             (None, true) => reply.opened(FileHandle(fh), base | FopenFlags::FOPEN_DIRECT_IO),
             (None, false) => {
                 // Lower files never change under a mount: their cached pages stay valid.
@@ -450,6 +458,7 @@ impl Filesystem for StrataFs {
         reply: ReplyEmpty,
     ) {
         log::debug!("flush {} fh {}", ino.0, fh.0);
+        self.forget_mapped_writes(ino);
         reply.ok();
     }
 
@@ -714,7 +723,7 @@ impl Filesystem for StrataFs {
                         &a,
                         self.generation(i),
                         FileHandle(fh),
-                        FopenFlags::FOPEN_NOFLUSH,
+                        flush_if_written(flags),
                         &b,
                     ),
                     _ => reply.created(
