@@ -735,3 +735,66 @@ fn times(p: &std::path::Path) -> ((i64, u32), (i64, u32)) {
         (stx.stx_ctime.tv_sec, stx.stx_ctime.tv_nsec),
     )
 }
+
+/// Setting a POSIX access ACL changes the mode (its owner, group and other entries are the
+/// mode's bits): stat shows the new mode at once, as on kernel overlayfs (`setfacl -m
+/// u::rwx,g::rwx,o::rwx f` then `stat -c %A f`, xfstests generic/375). The mode is asked for
+/// alone, as stat(1) asks, so no other field's refresh hides a stale one.
+#[test]
+fn setting_an_access_acl_shows_its_mode_at_once() {
+    let m = Builder::new(1)
+        .lower(0, |l| {
+            l.file("lower", "x");
+        })
+        .mount();
+    m.run(|c| {
+        // system.posix_acl_access, version 2: user::rwx, group::rwx, other::rwx.
+        let mut acl = 2u32.to_le_bytes().to_vec();
+        for tag in [0x01u16, 0x04, 0x20] {
+            acl.extend_from_slice(&tag.to_le_bytes());
+            acl.extend_from_slice(&7u16.to_le_bytes());
+            acl.extend_from_slice(&u32::MAX.to_le_bytes());
+        }
+        write(c.p("new"), "x");
+        for name in ["new", "lower"] {
+            let p = c.p(name);
+            chmod(&p, 0o2755).unwrap();
+            assert_eq!(mode_alone(&p), 0o2755, "{name}: mode after chmod");
+            lsetxattr(&p, "system.posix_acl_access", &acl, 0).expect("set the access ACL");
+            assert_eq!(
+                lstat(c.u(name)).mode() & 0o7777,
+                0o2777,
+                "{name}: the upper's mode after the ACL"
+            );
+            assert_eq!(
+                mode_alone(&p),
+                0o2777,
+                "{name}: the mount's mode after setting the ACL u::rwx,g::rwx,o::rwx"
+            );
+        }
+    });
+}
+
+/// The permission and set-id bits of `p`, and nothing else asked of the filesystem.
+fn mode_alone(p: &std::path::Path) -> u32 {
+    let c = cpath(p);
+    // SAFETY: statx fills the zeroed struct it is given; the path is a NUL-terminated string.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    let r = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            libc::STATX_MODE,
+            &mut stx,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "statx {}: {}",
+        p.display(),
+        io::Error::last_os_error()
+    );
+    u32::from(stx.stx_mode) & 0o7777
+}

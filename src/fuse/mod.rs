@@ -30,6 +30,9 @@ use passthrough::{flush_if_written, Backing};
 /// kernel's caches right; as with overlayfs, changing the layers behind a live mount is not
 /// supported.
 const TTL: Duration = Duration::from_secs(24 * 3600);
+/// The access ACL: setting it sets the mode too (its owner, group or mask, and other entries
+/// are the mode's bits), which the kernel, seeing only an xattr change, keeps cached as it was.
+const ACCESS_ACL: &str = "system.posix_acl_access";
 /// Grafts are directories and files of the host, which may change behind the mount at any
 /// time: nothing of them is cached.
 const NO_TTL: Duration = Duration::ZERO;
@@ -92,6 +95,16 @@ impl StrataFs {
             &NO_TTL
         } else {
             &TTL
+        }
+    }
+
+    /// Make the kernel drop the attributes it caches for `ino` (and ask again at the next stat):
+    /// for changes it cannot know of from the request that made them.
+    fn forget_attributes(&self, ino: INodeNo) {
+        if let Some(n) = self.notifier.get() {
+            if let Err(e) = n.inval_inode(ino, -1, 0) {
+                log::debug!("attribute invalidation of node {} refused: {e}", ino.0);
+            }
         }
     }
 
@@ -653,7 +666,11 @@ impl Filesystem for StrataFs {
             value.len()
         );
         let (_, fs, local) = self.tree.route(id(ino));
-        done(reply, fs.setxattr(local, name, value, flags))
+        let r = fs.setxattr(local, name, value, flags);
+        if r.is_ok() && name == ACCESS_ACL {
+            self.forget_attributes(ino);
+        }
+        done(reply, r)
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -689,7 +706,11 @@ impl Filesystem for StrataFs {
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         log::debug!("removexattr {} {:?}", ino.0, name);
         let (_, fs, local) = self.tree.route(id(ino));
-        done(reply, fs.removexattr(local, name))
+        let r = fs.removexattr(local, name);
+        if r.is_ok() && name == ACCESS_ACL {
+            self.forget_attributes(ino);
+        }
+        done(reply, r)
     }
 
     /// Only mounts without default_permissions get ACCESS: the kernel checks for the others.

@@ -105,10 +105,6 @@ impl StrataFs {
         {
             return;
         }
-        if let Some(n) = self.notifier.get() {
-            if let Err(e) = n.inval_inode(ino, -1, 0) {
-                log::debug!("attribute invalidation of node {} refused: {e}", ino.0);
-            }
-        }
+        self.forget_attributes(ino);
     }
 }
