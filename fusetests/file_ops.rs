@@ -798,3 +798,37 @@ fn mode_alone(p: &std::path::Path) -> u32 {
     );
     u32::from(stx.stx_mode) & 0o7777
 }
+
+/// An owner outside the file's group who sets an access ACL loses the set-group-ID bit, as with
+/// chmod; on kernel overlayfs as on any Linux filesystem (xfstests generic/375).
+#[test]
+fn an_access_acl_set_by_an_owner_outside_the_group_drops_set_group_id() {
+    let (uid, gid) = ensure_test_user();
+    let m = Builder::new(1).mount();
+    m.run(move |c| {
+        for name in ["file", "dir"] {
+            let p = c.p(name);
+            if name == "dir" {
+                mkdir(&p);
+            } else {
+                write(&p, "x");
+            }
+            // Owned by the test user, in a group it is not in.
+            lchown(&p, uid, gid + 1000).unwrap();
+            chmod(&p, 0o2755).unwrap();
+            // system.posix_acl_access, version 2: user::rwx, group::rwx, other::rwx.
+            sh_on(
+                &p,
+                "setfattr -n system.posix_acl_access \
+                 -v 0x0200000001000700ffffffff04000700ffffffff20000700ffffffff \"$1\"",
+                true,
+            );
+            assert_eq!(
+                lstat(c.u(name)).mode() & 0o7777,
+                0o777,
+                "{name}: the upper's mode after the owner outside its group set an ACL"
+            );
+            assert_eq!(mode_alone(&p), 0o777, "{name}: the mount's mode");
+        }
+    });
+}

@@ -651,7 +651,7 @@ impl Filesystem for StrataFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -666,8 +666,13 @@ impl Filesystem for StrataFs {
             value.len()
         );
         let (_, fs, local) = self.tree.route(id(ino));
-        let r = fs.setxattr(local, name, value, flags);
-        if r.is_ok() && name == ACCESS_ACL {
+        let r = fs
+            .setxattr(local, name, value, flags)
+            .and_then(|_| match name == ACCESS_ACL {
+                true => fs.access_acl_set_by(local, &caller(req)),
+                false => Ok(()),
+            });
+        if name == ACCESS_ACL {
             self.forget_attributes(ino);
         }
         done(reply, r)
