@@ -323,3 +323,49 @@ fn mknod_of_a_whiteout_device_is_refused() {
         assert_eq!(rdev_of(&lstat(c.p("dev"))), (1, 3));
     });
 }
+
+/// A directory removed while open (by rmdir, or by a rename of another directory over it) can
+/// still be fstat'ed through its descriptor and has no links, as on any Linux filesystem
+/// (xfstests generic/035); from the upper and from a lower layer alike.
+#[test]
+fn an_open_directory_removed_by_rmdir_or_rename_over_it_still_fstats_with_no_links() {
+    use std::os::unix::fs::MetadataExt;
+    let m = Builder::new(1)
+        .lower(0, |l| {
+            l.dir("lower-gone");
+            l.dir("lower-over");
+            l.dir("lower-src");
+        })
+        .mount();
+    m.run(|c| {
+        mkdir(c.p("upper-gone"));
+        mkdir(c.p("upper-over"));
+        mkdir(c.p("upper-src"));
+        let cases = [
+            ("upper-gone", None),
+            ("lower-gone", None),
+            ("upper-over", Some("upper-src")),
+            ("lower-over", Some("lower-src")),
+        ];
+        for (victim, by) in cases {
+            let fd = fs::File::open(c.p(victim)).unwrap();
+            let ino = fd.metadata().unwrap().ino();
+            match by {
+                None => rmdir(c.p(victim)),
+                Some(src) => rename(c.p(src), c.p(victim)),
+            }
+            let how = by.map_or("rmdir".to_string(), |s| format!("a rename of {s} over it"));
+            let st = fd
+                .metadata()
+                .unwrap_or_else(|e| panic!("fstat of {victim} after {how}: {e}"));
+            assert!(st.is_dir(), "{victim}: no longer a directory");
+            assert_eq!(st.nlink(), 0, "{victim}: links after its removal");
+            assert_eq!(
+                st.ino(),
+                ino,
+                "{victim}: another inode number after its removal"
+            );
+        }
+        assert_eq!(names(c.p("")), set(&["lower-over", "upper-over"]));
+    });
+}

@@ -632,3 +632,203 @@ fn writes_truncations_and_chowns_drop_privileges_as_linux_does() {
         assert_eq!(lstat(&f).mode() & 0o7777, 0o4755);
     });
 }
+
+/// A write through a shared mapping changes the file's mtime and ctime, seen by stat once the
+/// file is closed (xfstests generic/080), with and without passthrough. With passthrough the
+/// mapping is the layer file's, so neither the kernel's FUSE inode nor the daemon sees the
+/// write; the close must still leave no cached, stale times behind. The times are asked for
+/// alone, as `stat -c %Y` asks: a statx for every field would refresh them with the atime,
+/// which the kernel drops from its cache at every mapping.
+#[test]
+fn a_write_through_mmap_updates_mtime_and_ctime_after_close() {
+    for opt in [None, Some("passthrough=off")] {
+        let mut b = Builder::new(1).lower(0, |l| {
+            l.file("lower", vec![1u8; 4096]);
+        });
+        if let Some(o) = opt {
+            b = b.opt(o);
+        }
+        let m = b.mount();
+        m.run(move |c| {
+            let what = opt.unwrap_or("passthrough on");
+            for name in ["new", "lower"] {
+                let p = c.p(name);
+                if name == "new" {
+                    let f = File::create(&p).unwrap();
+                    f.write_all_at(&[2u8; 4096], 0).unwrap();
+                    f.sync_all().unwrap();
+                } else {
+                    // Copied up (and its attributes cached) before the mapping is made.
+                    OpenOptions::new().write(true).open(&p).unwrap();
+                }
+                let before = times(&p);
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                let f = OpenOptions::new().read(true).write(true).open(&p).unwrap();
+                // SAFETY: a fresh shared mapping of 4096 bytes of a file that long, unmapped
+                // before the file is closed.
+                unsafe {
+                    let a = libc::mmap(
+                        std::ptr::null_mut(),
+                        4096,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_SHARED,
+                        f.as_raw_fd(),
+                        0,
+                    );
+                    assert_ne!(a, libc::MAP_FAILED, "{what}: mmap of {name}");
+                    *(a as *mut u8).add(10) = 9;
+                    assert_eq!(libc::munmap(a, 4096), 0);
+                }
+                drop(f);
+                let after = times(&p);
+                let upper = times(&c.u(name));
+                assert_eq!(
+                    read_bytes(&p)[10],
+                    9,
+                    "{what}: {name}: the write is not there"
+                );
+                assert!(
+                    after.0 > before.0,
+                    "{what}: {name}: mtime {:?} before the write through mmap, {:?} after \
+                     (the upper's: {:?})",
+                    before.0,
+                    after.0,
+                    upper.0
+                );
+                assert!(
+                    after.1 > before.1,
+                    "{what}: {name}: ctime unchanged by the write through mmap: {:?}",
+                    after.1
+                );
+                assert_eq!(
+                    after, upper,
+                    "{what}: {name}: the mount's times are not the upper's"
+                );
+            }
+        });
+    }
+}
+
+/// mtime and ctime of `p`, and nothing else asked of the filesystem (statx with only those).
+fn times(p: &std::path::Path) -> ((i64, u32), (i64, u32)) {
+    let c = cpath(p);
+    // SAFETY: statx fills the zeroed struct it is given; the path is a NUL-terminated string.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    let r = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            libc::STATX_MTIME | libc::STATX_CTIME,
+            &mut stx,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "statx {}: {}",
+        p.display(),
+        io::Error::last_os_error()
+    );
+    (
+        (stx.stx_mtime.tv_sec, stx.stx_mtime.tv_nsec),
+        (stx.stx_ctime.tv_sec, stx.stx_ctime.tv_nsec),
+    )
+}
+
+/// Setting a POSIX access ACL changes the mode (its owner, group and other entries are the
+/// mode's bits): stat shows the new mode at once, as on kernel overlayfs (`setfacl -m
+/// u::rwx,g::rwx,o::rwx f` then `stat -c %A f`, xfstests generic/375). The mode is asked for
+/// alone, as stat(1) asks, so no other field's refresh hides a stale one.
+#[test]
+fn setting_an_access_acl_shows_its_mode_at_once() {
+    let m = Builder::new(1)
+        .lower(0, |l| {
+            l.file("lower", "x");
+        })
+        .mount();
+    m.run(|c| {
+        // system.posix_acl_access, version 2: user::rwx, group::rwx, other::rwx.
+        let mut acl = 2u32.to_le_bytes().to_vec();
+        for tag in [0x01u16, 0x04, 0x20] {
+            acl.extend_from_slice(&tag.to_le_bytes());
+            acl.extend_from_slice(&7u16.to_le_bytes());
+            acl.extend_from_slice(&u32::MAX.to_le_bytes());
+        }
+        write(c.p("new"), "x");
+        for name in ["new", "lower"] {
+            let p = c.p(name);
+            chmod(&p, 0o2755).unwrap();
+            assert_eq!(mode_alone(&p), 0o2755, "{name}: mode after chmod");
+            lsetxattr(&p, "system.posix_acl_access", &acl, 0).expect("set the access ACL");
+            assert_eq!(
+                lstat(c.u(name)).mode() & 0o7777,
+                0o2777,
+                "{name}: the upper's mode after the ACL"
+            );
+            assert_eq!(
+                mode_alone(&p),
+                0o2777,
+                "{name}: the mount's mode after setting the ACL u::rwx,g::rwx,o::rwx"
+            );
+        }
+    });
+}
+
+/// The permission and set-id bits of `p`, and nothing else asked of the filesystem.
+fn mode_alone(p: &std::path::Path) -> u32 {
+    let c = cpath(p);
+    // SAFETY: statx fills the zeroed struct it is given; the path is a NUL-terminated string.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    let r = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            libc::STATX_MODE,
+            &mut stx,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "statx {}: {}",
+        p.display(),
+        io::Error::last_os_error()
+    );
+    u32::from(stx.stx_mode) & 0o7777
+}
+
+/// An owner outside the file's group who sets an access ACL loses the set-group-ID bit, as with
+/// chmod; on kernel overlayfs as on any Linux filesystem (xfstests generic/375).
+#[test]
+fn an_access_acl_set_by_an_owner_outside_the_group_drops_set_group_id() {
+    let (uid, gid) = ensure_test_user();
+    let m = Builder::new(1).mount();
+    m.run(move |c| {
+        for name in ["file", "dir"] {
+            let p = c.p(name);
+            if name == "dir" {
+                mkdir(&p);
+            } else {
+                write(&p, "x");
+            }
+            // Owned by the test user, in a group it is not in.
+            lchown(&p, uid, gid + 1000).unwrap();
+            chmod(&p, 0o2755).unwrap();
+            // system.posix_acl_access, version 2: user::rwx, group::rwx, other::rwx.
+            sh_on(
+                &p,
+                "setfattr -n system.posix_acl_access \
+                 -v 0x0200000001000700ffffffff04000700ffffffff20000700ffffffff \"$1\"",
+                true,
+            );
+            assert_eq!(
+                lstat(c.u(name)).mode() & 0o7777,
+                0o777,
+                "{name}: the upper's mode after the owner outside its group set an ACL"
+            );
+            assert_eq!(mode_alone(&p), 0o777, "{name}: the mount's mode");
+        }
+    });
+}

@@ -173,8 +173,12 @@ pub(super) fn serve(layout: &Layout, source: Option<&str>, notify: Option<&Owned
         };
     let tree = Arc::new(tree);
     let fsys = StrataFs::new(tree.clone(), !o.no_passthrough);
+    let notifier = fsys.notifier_slot();
     let session = match fuser::Session::from_fd(fsys, dev, config.acl, config) {
-        Ok(s) => s,
+        Ok(s) => {
+            let _ = notifier.set(s.notifier());
+            s
+        }
         Err(e) => {
             attached.undo(&tree);
             take_down();

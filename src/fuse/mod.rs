@@ -23,13 +23,16 @@ mod convert;
 mod passthrough;
 pub use convert::{attr, kind_of};
 use convert::{caller, done, err, id, set_time, xattr_reply};
-use passthrough::Backing;
+use passthrough::{flush_if_written, Backing};
 
 /// How long the kernel may cache entries (negative ones too) and attributes. Lower layers are
 /// immutable and every change to the upper goes through this daemon, whose replies keep the
 /// kernel's caches right; as with overlayfs, changing the layers behind a live mount is not
 /// supported.
 const TTL: Duration = Duration::from_secs(24 * 3600);
+/// The access ACL: setting it sets the mode too (its owner, group or mask, and other entries
+/// are the mode's bits), which the kernel, seeing only an xattr change, keeps cached as it was.
+const ACCESS_ACL: &str = "system.posix_acl_access";
 /// Grafts are directories and files of the host, which may change behind the mount at any
 /// time: nothing of them is cached.
 const NO_TTL: Duration = Duration::ZERO;
@@ -48,6 +51,8 @@ pub struct StrataFs {
     users: dashmap::DashSet<u32>,
     /// The kernel opens directories without asking (see `opendir`).
     no_opendir: bool,
+    /// Where the daemon tells the kernel to drop what it caches (set once the session exists).
+    notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
 }
 
 /// How many reader threads `users` remembers before it starts afresh.
@@ -73,7 +78,13 @@ impl StrataFs {
             backing: Default::default(),
             users: Default::default(),
             no_opendir: false,
+            notifier: Default::default(),
         }
+    }
+
+    /// The slot the session's notifier goes in, once the session is made.
+    pub fn notifier_slot(&self) -> Arc<std::sync::OnceLock<fuser::Notifier>> {
+        self.notifier.clone()
     }
 }
 
@@ -84,6 +95,16 @@ impl StrataFs {
             &NO_TTL
         } else {
             &TTL
+        }
+    }
+
+    /// Make the kernel drop the attributes it caches for `ino` (and ask again at the next stat):
+    /// for changes it cannot know of from the request that made them.
+    fn forget_attributes(&self, ino: INodeNo) {
+        if let Some(n) = self.notifier.get() {
+            if let Err(e) = n.inval_inode(ino, -1, 0) {
+                log::debug!("attribute invalidation of node {} refused: {e}", ino.0);
+            }
         }
     }
 
@@ -386,7 +407,7 @@ impl Filesystem for StrataFs {
         // Writes reach the layer synchronously, so close has nothing to flush: no FLUSH round trip.
         let base = FopenFlags::FOPEN_NOFLUSH;
         match self.backing_for(fs, fh, |fd| reply.open_backing(fd)) {
-            (Some(b), _) => reply.opened_passthrough(FileHandle(fh), base, &b),
+            (Some(b), _) => reply.opened_passthrough(FileHandle(fh), flush_if_written(flags.0), &b),
             (None, true) => reply.opened(FileHandle(fh), base | FopenFlags::FOPEN_DIRECT_IO),
             (None, false) => {
                 // Lower files never change under a mount: their cached pages stay valid.
@@ -454,6 +475,7 @@ impl Filesystem for StrataFs {
         reply: ReplyEmpty,
     ) {
         log::debug!("flush {} fh {}", ino.0, fh.0);
+        self.forget_mapped_writes(ino);
         reply.ok();
     }
 
@@ -633,7 +655,7 @@ impl Filesystem for StrataFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -648,7 +670,16 @@ impl Filesystem for StrataFs {
             value.len()
         );
         let (_, fs, local) = self.tree.route(id(ino));
-        done(reply, fs.setxattr(local, name, value, flags))
+        let r = fs
+            .setxattr(local, name, value, flags)
+            .and_then(|_| match name == ACCESS_ACL {
+                true => fs.access_acl_set_by(local, &caller(req)),
+                false => Ok(()),
+            });
+        if name == ACCESS_ACL {
+            self.forget_attributes(ino);
+        }
+        done(reply, r)
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -684,7 +715,11 @@ impl Filesystem for StrataFs {
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         log::debug!("removexattr {} {:?}", ino.0, name);
         let (_, fs, local) = self.tree.route(id(ino));
-        done(reply, fs.removexattr(local, name))
+        let r = fs.removexattr(local, name);
+        if r.is_ok() && name == ACCESS_ACL {
+            self.forget_attributes(ino);
+        }
+        done(reply, r)
     }
 
     /// Only mounts without default_permissions get ACCESS: the kernel checks for the others.
@@ -718,7 +753,7 @@ impl Filesystem for StrataFs {
                         &a,
                         self.generation(i),
                         FileHandle(fh),
-                        FopenFlags::FOPEN_NOFLUSH,
+                        flush_if_written(flags),
                         &b,
                     ),
                     _ => reply.created(

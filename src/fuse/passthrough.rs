@@ -4,8 +4,24 @@
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
+use fuser::{FopenFlags, INodeNo};
+
 use super::StrataFs;
 use crate::union::Union;
+
+/// Open flags for a passed-through file: no FLUSH on close, except when it is open for writing.
+/// Its shared mappings are the layer file's (the kernel maps the backing file), so a write
+/// through one changes mtime and ctime where neither the kernel's FUSE inode nor the daemon sees
+/// it, and the attributes the kernel caches go stale; the FLUSH lets `forget_mapped_writes` drop
+/// them before close returns, as after a close on kernel overlayfs stat shows the real file's
+/// times.
+pub(super) fn flush_if_written(open_flags: i32) -> FopenFlags {
+    if open_flags & libc::O_ACCMODE == libc::O_RDONLY {
+        FopenFlags::FOPEN_NOFLUSH
+    } else {
+        FopenFlags::empty()
+    }
+}
 
 pub(super) struct Backing {
     pub(super) id: Arc<fuser::BackingId>,
@@ -75,5 +91,20 @@ impl StrataFs {
                 }
             }
         }
+    }
+
+    /// At the FLUSH of a close: if node `ino` is passed through, drop the attributes the kernel
+    /// caches for it (writes through its mappings may have changed them; see `flush_if_written`).
+    pub(super) fn forget_mapped_writes(&self, ino: INodeNo) {
+        if !self.passthrough
+            || !self
+                .backing
+                .lock()
+                .unwrap()
+                .contains_key(&super::convert::id(ino))
+        {
+            return;
+        }
+        self.forget_attributes(ino);
     }
 }

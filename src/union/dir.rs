@@ -370,6 +370,9 @@ impl Union {
             }
         }
         let has_lower = !found.lowers.is_empty() || self.lower_exists(&pst, name)?;
+        if is_dir {
+            self.keep_removed_dir(id, &found, &ppath.join(name));
+        }
         let (ufd, _, _) = self.upper_dir(parent)?;
         let ufd = ufd.as_raw_fd();
         match (&found.upper, has_lower) {
@@ -491,6 +494,11 @@ impl Union {
             return Err(libc::EXDEV);
         }
 
+        if let (Some(d), Some(dst), false) = (dst_id, &dst, exchange) {
+            if dst.kind() == libc::S_IFDIR {
+                self.keep_removed_dir(d, dst, &nppath.join(newname));
+            }
+        }
         // Everything involved goes up first: both parents, the source, and for an exchange the
         // target too. Copy-up follows a node's first name, so these names go first.
         self.remember(parent, name, &src);
@@ -596,6 +604,7 @@ impl Union {
         if let Some(d) = dst_id {
             self.forget_name(d, newparent, newname);
         }
+
         let moved = self
             .find_shallow(&npst, &nppath, newname)?
             .ok_or(libc::EIO)?;

@@ -208,6 +208,9 @@ pub struct Union {
     pub(crate) files: DashMap<u64, Arc<file::Handle>>,
     /// Directory listings being read, by node (see `listing`).
     pub(crate) listings: DashMap<u64, Arc<Vec<readdir::Entry>>>,
+    /// Directories removed while the kernel still holds them, by node: their last attributes
+    /// with no links, what fstat of an open one reads (see `keep_removed_dir`).
+    removed_dirs: DashMap<u64, libc::stat>,
     /// The key of listing offsets: the same for every listing of this mount.
     listing_key: std::hash::RandomState,
     lower_dirs: LowerDirs,
@@ -245,6 +248,7 @@ impl Union {
             tmp_seq: AtomicU64::new(0),
             files: DashMap::new(),
             listings: DashMap::new(),
+            removed_dirs: DashMap::new(),
             listing_key: std::hash::RandomState::new(),
             lower_dirs: LowerDirs::new(),
             fh_seq: AtomicU64::new(1),
@@ -757,7 +761,26 @@ impl Union {
         };
         if gone {
             self.listings.remove(&id);
+            self.removed_dirs.remove(&id);
         }
+    }
+
+    /// Directory `id`, found as `found` at `path`, is about to be removed (rmdir, or a rename
+    /// over it): if the kernel holds it (an open descriptor, a working directory), keep what
+    /// fstat of it must read until the kernel forgets it, as on a disk filesystem: its last
+    /// attributes, with no links.
+    pub(crate) fn keep_removed_dir(&self, id: u64, found: &Found, path: &Path) {
+        if !self.nodes.contains_key(&id) {
+            return;
+        }
+        let mut st = *found.top();
+        let layer = match (&found.upper, found.lowers.first()) {
+            (None, Some((l, _))) => l.layer,
+            _ => 0,
+        };
+        self.fix_stat(id, &mut st, layer, path);
+        st.st_nlink = 0;
+        self.removed_dirs.insert(id, st);
     }
 
     /// Put strata's identity on a stat taken from a layer.
@@ -815,8 +838,13 @@ impl Union {
         let _g = self.read_ns();
         let (st, path) = match self.resolve(id) {
             Ok(r) => r,
-            // Its last name is gone, but it may still be open: stat it through an open handle.
-            Err(libc::ENOENT) => return self.open_file_stat(id),
+            // Its last name is gone, but it may still be open: stat it through an open handle,
+            // or as it was removed (a directory holds no handle).
+            Err(libc::ENOENT) => {
+                return self
+                    .open_file_stat(id)
+                    .or_else(|e| self.removed_dirs.get(&id).map(|s| *s).ok_or(e))
+            }
             Err(e) => return Err(e),
         };
         let (layer, parent, name) = self.top_of(&st, &path);

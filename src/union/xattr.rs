@@ -180,6 +180,24 @@ impl Union {
         self.with_top(id, |p, _| sys::lsetxattr(p, name, value, flags))
     }
 
+    /// After `who` set the access ACL of node `id`: a caller outside the file's group and
+    /// without privilege loses its set-group-ID bit, as with chmod (posix_acl_update_mode); the
+    /// upper filesystem, which saw the daemon set the ACL, keeps it.
+    pub fn access_acl_set_by(&self, id: u64, who: &super::dir::Caller) -> Res<()> {
+        if who.uid == 0 {
+            return Ok(());
+        }
+        let st = self.getattr(id)?;
+        if st.st_mode & libc::S_ISGID == 0 || who.in_group(st.st_gid) {
+            return Ok(());
+        }
+        let a = super::file::SetAttr {
+            mode: Some(st.st_mode & 0o7777 & !libc::S_ISGID),
+            ..Default::default()
+        };
+        self.setattr(id, &a).map(drop)
+    }
+
     pub fn removexattr(&self, id: u64, name: &OsStr) -> Res<()> {
         self.writable()?;
         if self.is_private_xattr(name) {
