@@ -13,6 +13,7 @@ pub mod layers;
 pub mod monitor;
 pub mod mount;
 pub mod records;
+pub mod rootless;
 pub mod run;
 pub mod source;
 pub mod verbs;

@@ -351,6 +351,7 @@ mod tests {
                 console: None,
                 read_only: false,
                 writable: vec![],
+                userns: None,
             },
             tty: false,
             interactive: false,

@@ -23,6 +23,7 @@ fn spec() -> Spec {
         console: None,
         read_only: false,
         writable: vec![],
+        userns: None,
     }
 }
 

@@ -67,10 +67,18 @@ fn open(root: &Root, key: &str) -> Result<Opened> {
         (c, s)
     };
     let dir = store.container_dir(&config.id);
+    // A rootless container's root is mounted in its monitor's user and mount namespaces
+    // (joined when it runs, made anew when it does not), and served to processes there only.
     let mount = if state.status == "running" {
+        if config.spec.userns.is_some() {
+            crate::launcher::userns::join(state.monitor_pid as i32, true)?;
+        }
         None
     } else {
         let served = super::grafts::grafts(&config.grafts)?;
+        if let Some(ns) = &config.spec.userns {
+            crate::launcher::userns::enter(ns)?;
+        }
         Some(Mounted(mount_root(root, &config.lowers, served, &dir)?))
     };
     let tree = Tree::open(&dir.join("merged"))?;
@@ -111,6 +119,12 @@ pub fn cp(root: &Root, req: CpRequest) -> Result<()> {
 }
 
 fn copy_out(root: &Root, name: &str, path: &str, dst: &Place, req: &CpRequest) -> Result<()> {
+    // The host side before the container's is opened (which may move this process into
+    // the container's mount namespace, and its working directory with it).
+    let host = match dst {
+        Place::Host(h) => Some((Tree::host()?, absolute(h)?)),
+        _ => None,
+    };
     let c = open(root, name)?;
     let path = in_root(path);
     let found = c.tree.entry(&path, req.follow).map_err(|e| match e {
@@ -143,9 +157,8 @@ fn copy_out(root: &Root, name: &str, path: &str, dst: &Place, req: &CpRequest) -
             drop((found, c));
             r
         }
-        Place::Host(h) => {
-            let host = Tree::host()?;
-            let dpath = absolute(h)?;
+        Place::Host(_) => {
+            let (host, dpath) = host.expect("opened above");
             let d = find_dst(&host, &dpath)?;
             if !d.exists {
                 let (parent, _) = rules::split(&dpath);
