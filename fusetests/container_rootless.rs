@@ -506,3 +506,28 @@ fn network_none_has_only_lo_and_host_shares_the_hosts() {
     assert!(host.contains("Read-only file system"), "{host}");
     r.assert_nothing_left();
 }
+
+#[test]
+fn a_monitor_killed_with_9_leaves_a_container_rm_removes_whole() {
+    let r = rx(WITH_IDS, true);
+    let id = r
+        .ok(&["run", "-d", "--name", "orphan", r.rootfs(), "sleep", "300"])
+        .trim()
+        .to_string();
+    let st = r.f.state_of(&id).unwrap();
+    let (monitor, pid1) = (
+        st["monitor_pid"].as_i64().unwrap() as i32,
+        st["pid"].as_i64().unwrap() as i32,
+    );
+    unsafe { libc::kill(monitor, libc::SIGKILL) };
+    assert!(wait_until(Duration::from_secs(10), || !proc_alive(pid1)));
+    let ps = r.ok(&["ps", "-a"]);
+    assert!(ps.contains("Exited (137)"), "{ps}");
+    // The root's daemon is left in the dead monitor's mount namespace, where no unmount
+    // from here reaches: its record names it, and rm stops it before the upper goes.
+    let daemon = r.f.state_of(&id).unwrap()["daemon_pid"].as_i64().unwrap() as i32;
+    assert!(daemon > 0 && proc_alive(daemon), "daemon {daemon}");
+    r.ok(&["rm", "orphan"]);
+    assert!(!proc_alive(daemon));
+    r.assert_nothing_left();
+}

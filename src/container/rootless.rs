@@ -32,6 +32,37 @@ pub fn refuse_limits(l: &Limits) -> Result<()> {
     Ok(())
 }
 
+/// The newest child of this process: the root's daemon, just forked by the mount (the
+/// helper that wrote the maps has been waited for).
+pub fn newest_child() -> Option<u32> {
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/children")).ok()?;
+    text.split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .next_back()
+}
+
+/// A daemon its killed monitor left: asked to unmount and exit (SIGTERM, which it handles
+/// by unmounting in its namespace), killed if it has not after 10 s.
+pub fn stop_daemon(pid: u32, start: u64) {
+    use crate::state::alive;
+    use std::time::{Duration, Instant};
+    if pid == 0 || !alive(pid, start) {
+        return;
+    }
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let t = Instant::now();
+    while alive(pid, start) {
+        if t.elapsed() > Duration::from_secs(10) {
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        if t.elapsed() > Duration::from_secs(20) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Run `f` in a child process that is in a new user namespace with `ns`'s maps, where the
 /// container's files have owners the caller can act for; its result, an error as one line.
 /// The calling process must have one thread (it forks).

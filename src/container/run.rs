@@ -266,6 +266,14 @@ pub fn launch(
         Ok(m) => m,
         Err(e) => return gone(e),
     };
+    if config.spec.userns.is_some() {
+        if let Some(d) = super::rootless::newest_child() {
+            let _ = store.update(id, |s| {
+                s.daemon_pid = d;
+                s.daemon_start = crate::state::start_time(d).unwrap_or(0);
+            });
+        }
+    }
     let cg = if config.spec.userns.is_some() {
         Ok(Cgroup::none(Path::new(cgroups::ROOT)))
     } else {
@@ -312,6 +320,7 @@ pub fn launch(
             s.pid = 0;
             s.monitor_pid = 0;
             s.exit_code = code;
+            s.daemon_pid = 0;
             s.oom_killed = oom;
             s.finished_at = records::now();
         })?;

@@ -222,6 +222,9 @@ fn clean_leftovers(store: &Store, c: &Config) -> Result<()> {
             }
         }
     }
+    if let Ok(raw) = store.state(&c.id) {
+        super::rootless::stop_daemon(raw.daemon_pid, raw.daemon_start);
+    }
     let merged = dir.join("merged");
     let merged = merged.canonicalize().unwrap_or(merged);
     let mounted = crate::daemon::mount_points()
