@@ -15,6 +15,7 @@ pub mod log;
 pub mod monitor;
 pub mod mount;
 pub mod records;
+pub mod rootless;
 pub mod run;
 pub mod source;
 pub mod streams;

@@ -71,6 +71,12 @@ pub struct State {
     /// Its start time (clock ticks after boot), to tell it from a later process with its pid.
     #[serde(default)]
     pub monitor_start: u64,
+    /// A rootless container's root daemon, which lives in its monitor's mount namespace, where
+    /// no unmount from outside reaches it (0 when none is known).
+    #[serde(default)]
+    pub daemon_pid: u32,
+    #[serde(default)]
+    pub daemon_start: u64,
     pub exit_code: i32,
     pub oom_killed: bool,
     pub started_at: String,
@@ -352,6 +358,7 @@ mod tests {
                 tty: false,
                 read_only: false,
                 writable: vec![],
+                userns: None,
             },
             tty: false,
             interactive: false,

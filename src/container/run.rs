@@ -15,7 +15,7 @@ use super::mount::{mount_root, RootMount};
 use super::records::{self, Config, Store};
 use super::{etc, grafts, source};
 use crate::launcher::cgroups::{self, Cgroup, Limits};
-use crate::launcher::{clone, Failure, Network, Spec};
+use crate::launcher::{clone, userns, Failure, Network, Spec};
 use crate::state::Root;
 
 pub struct RunRequest {
@@ -121,6 +121,12 @@ fn writable_outer_first(mut paths: Vec<PathBuf>) -> Vec<PathBuf> {
 
 /// Check the request and make the container's record.
 fn create(root: &Root, req: RunRequest) -> Result<(Store, Config)> {
+    let userns = if userns::rootless() {
+        super::rootless::refuse_limits(&req.limits)?;
+        Some(userns::for_caller()?)
+    } else {
+        None
+    };
     let src = source::resolve(root, &req.source)?;
     let args = source::command(&src, req.entrypoint.as_deref(), &req.args);
     if args.is_empty() {
@@ -172,13 +178,18 @@ fn create(root: &Root, req: RunRequest) -> Result<(Store, Config)> {
         chroot: req.chroot,
         init: req.init,
         // What the host withholds from strata it cannot give (--cap-add ALL included).
-        caps: req.caps & crate::launcher::caps::available(),
+        caps: req.caps
+            & match userns {
+                Some(_) => crate::launcher::caps::available_in_userns(),
+                None => crate::launcher::caps::available(),
+            },
         no_new_privileges: req.no_new_privileges,
         // Docker's /dev/console: the container's pty with -t, none without.
         console: None,
         tty: req.tty,
         read_only: req.read_only,
         writable: writable_outer_first(writable),
+        userns,
     };
     let mut config = Config {
         id,
@@ -241,11 +252,31 @@ pub fn launch(
         Ok(g) => g,
         Err(e) => return gone(e),
     };
+    // A rootless container's monitor moves into its user namespace before anything is
+    // mounted: the root's daemon, forked next, and the container's process live there too.
+    if let Some(ns) = &config.spec.userns {
+        if let Err(e) = userns::enter(ns) {
+            return gone(e);
+        }
+    }
     let m = match mount_root(root, &config.lowers, served, &dir) {
         Ok(m) => m,
         Err(e) => return gone(e),
     };
-    let cg = match Cgroup::create(Path::new(cgroups::ROOT), id, &config.limits) {
+    if config.spec.userns.is_some() {
+        if let Some(d) = super::rootless::newest_child() {
+            let _ = store.update(id, |s| {
+                s.daemon_pid = d;
+                s.daemon_start = crate::state::start_time(d).unwrap_or(0);
+            });
+        }
+    }
+    let cg = if config.spec.userns.is_some() {
+        Ok(Cgroup::none(Path::new(cgroups::ROOT)))
+    } else {
+        Cgroup::create(Path::new(cgroups::ROOT), id, &config.limits)
+    };
+    let cg = match cg {
         Ok(cg) => cg,
         Err(e) => {
             teardown(store, id, &m, None, false);
@@ -286,6 +317,7 @@ pub fn launch(
             s.pid = 0;
             s.monitor_pid = 0;
             s.exit_code = code;
+            s.daemon_pid = 0;
             s.oom_killed = oom;
             s.finished_at = records::now();
         })?;

@@ -237,6 +237,9 @@ fn clean_leftovers(store: &Store, c: &Config) -> Result<()> {
             }
         }
     }
+    if let Ok(raw) = store.state(&c.id) {
+        super::rootless::stop_daemon(raw.daemon_pid, raw.daemon_start);
+    }
     let merged = dir.join("merged");
     let merged = merged.canonicalize().unwrap_or(merged);
     let mounted = crate::daemon::mount_points()
@@ -283,7 +286,11 @@ pub fn rm(root: &Root, key: &str, force: bool, volumes: bool) -> Result<()> {
         return Ok(());
     }
     clean_leftovers(&store, &c)?;
-    store.remove(&c.id)?;
+    match &c.spec.userns {
+        // Its upper holds files of its subordinate ids, which only its namespace can remove.
+        Some(ns) => super::rootless::in_userns(ns, &|| store.remove(&c.id))?,
+        None => store.remove(&c.id)?,
+    }
     if volumes {
         if let Some(e) = super::grafts::remove_anonymous(root, &c.anonymous_volumes).first() {
             bail!("{e}");

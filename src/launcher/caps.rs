@@ -107,17 +107,25 @@ pub fn resolve(add: &[String], drop: &[String]) -> Result<u64, String> {
     Ok(set)
 }
 
+fn status_field(name: &str) -> u64 {
+    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0)
+}
+
 /// What this process may hand on: its permitted set within its bounding set, from
 /// /proc/self/status (a capability the host withholds cannot be given to a container).
 pub fn available() -> u64 {
-    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-            .unwrap_or(0)
-    };
-    field("CapPrm:") & field("CapBnd:")
+    status_field("CapPrm:") & status_field("CapBnd:")
+}
+
+/// What a process of a user namespace this one makes may hold there: every capability of
+/// its bounding set (the maker of a user namespace has them all in it, whatever it has
+/// outside).
+pub fn available_in_userns() -> u64 {
+    status_field("CapBnd:")
 }
 
 /// Cut the bounding set down to `set` (needs CAP_SETPCAP: done before the user switch).

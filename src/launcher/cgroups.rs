@@ -164,6 +164,15 @@ impl Cgroup {
         Ok(cg)
     }
 
+    /// No cgroup (a rootless container: an unprivileged user has none to make here); adding
+    /// to it and removing it do nothing.
+    pub fn none(root: &Path) -> Cgroup {
+        Cgroup {
+            version: detect(root),
+            dirs: Vec::new(),
+        }
+    }
+
     /// The cgroup `create` made for container `id`, as far as its directories exist.
     pub fn existing(root: &Path, id: &str) -> Cgroup {
         let version = detect(root);

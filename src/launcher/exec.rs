@@ -28,6 +28,9 @@ pub const JOIN: &[(&str, CloneFlags)] = &[
 
 /// Open handles on a running container's PID 1: its namespaces and its root.
 pub struct Target {
+    /// The container's user namespace when it is not the caller's (a rootless container):
+    /// joined before every other, which it owns.
+    pub user_ns: Option<File>,
     pub pid_ns: File,
     pub ns: Vec<(File, CloneFlags)>,
     pub root: File,
@@ -41,10 +44,22 @@ impl Target {
         for (name, flag) in JOIN {
             ns.push((open(&format!("ns/{name}"))?, *flag));
         }
+        let user = open("ns/user")?;
+        let user_ns = (!super::userns::same_ns(user.as_raw_fd(), "user")).then_some(user);
         Ok(Target {
+            user_ns,
             pid_ns: open("ns/pid")?,
             ns,
-            root: open("root")?,
+            // O_PATH: a rootless container's root is served only to its user namespace,
+            // which the clone joins before it enters the root through this fd.
+            root: {
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+                    .open(p("root"))
+                    .with_context(|| format!("open {}", p("root")))?
+            },
         })
     }
 
@@ -53,9 +68,15 @@ impl Target {
     }
 }
 
-/// In the caller, before the clone: children made from now on are in the container's PID
-/// namespace.
+/// In the caller, before the clone: the container's user namespace first (a rootless
+/// container's; the caller must have one thread), then its PID namespace, which children
+/// made from now on are in.
 pub fn join_pid(sys: &dyn Syscall, t: &Target) -> Result<(), Failure> {
+    if let Some(u) = &t.user_ns {
+        step(sys.setns(u.as_raw_fd(), CloneFlags::CLONE_NEWUSER), || {
+            "join the container's user namespace".into()
+        })?;
+    }
     step(
         sys.setns(t.pid_ns.as_raw_fd(), CloneFlags::CLONE_NEWPID),
         || "join the container's pid namespace".into(),
@@ -81,9 +102,16 @@ pub fn enter(
         "enter the container's root".into()
     })?;
     let user = process::resolve_user(sys, spec.user.as_deref())?;
+    if let Some(ns) = &spec.userns {
+        ns.check_user(user.uid, user.gid)?;
+    }
     let cmd = process::command(sys, spec, &user)?;
     caps::bounding(sys, spec.caps)?;
-    process::switch_user(sys, &user)?;
+    process::switch_user(
+        sys,
+        &user,
+        spec.userns.as_ref().is_none_or(|n| n.setgroups()),
+    )?;
     caps::apply(sys, spec.caps, user.uid, spec.no_new_privileges)?;
     step(sys.chdir(&spec.cwd), || {
         format!("chdir to workdir {}", spec.cwd.display())

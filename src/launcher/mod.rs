@@ -24,6 +24,7 @@ pub mod process;
 pub mod rootfs;
 pub mod syscall;
 pub mod tty;
+pub mod userns;
 
 use std::path::PathBuf;
 
@@ -75,6 +76,11 @@ pub struct Spec {
     /// volumes, binds and tmpfs), outer ones first.
     #[serde(default)]
     pub writable: Vec<PathBuf>,
+    /// A rootless container's user namespace (made by its monitor, which the process is
+    /// cloned from): what it maps decides what /dev and /sys can be and whether
+    /// setgroups(2) is allowed.
+    #[serde(default)]
+    pub userns: Option<userns::UserNs>,
 }
 
 /// Why the container's process did not start: Docker's exit code for it and one line.
@@ -120,13 +126,20 @@ pub fn enter(sys: &dyn Syscall, spec: &Spec) -> Result<process::Command, Failure
         format!("sethostname {}", spec.hostname)
     })?;
     let user = process::resolve_user(sys, spec.user.as_deref())?;
+    if let Some(ns) = &spec.userns {
+        ns.check_user(user.uid, user.gid)?;
+    }
     let cmd = process::command(sys, spec, &user)?;
     step(sys.mkdir_all(&spec.cwd, 0o755), || {
         format!("workdir {}", spec.cwd.display())
     })?;
     caps::bounding(sys, spec.caps)?;
     tty::give_console(user.uid);
-    process::switch_user(sys, &user)?;
+    process::switch_user(
+        sys,
+        &user,
+        spec.userns.as_ref().is_none_or(|n| n.setgroups()),
+    )?;
     caps::apply(sys, spec.caps, user.uid, spec.no_new_privileges)?;
     step(sys.chdir(&spec.cwd), || {
         format!("chdir to workdir {}", spec.cwd.display())

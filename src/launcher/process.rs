@@ -122,11 +122,16 @@ pub fn resolve_user(sys: &dyn Syscall, spec: Option<&str>) -> Result<User, Failu
 
 /// Groups, then gid, then uid (the order in which each call is still permitted); the
 /// permitted capabilities are kept across the uid change so [`super::caps::apply`] decides.
-pub fn switch_user(sys: &dyn Syscall, u: &User) -> Result<(), Failure> {
+///
+/// Where the user namespace denies setgroups(2) (a rootless container without subordinate
+/// ids) the groups stay as they are, and only one group is mapped anyway.
+pub fn switch_user(sys: &dyn Syscall, u: &User, setgroups: bool) -> Result<(), Failure> {
     step(sys.keep_caps(true), || "keep capabilities".into())?;
-    step(sys.setgroups(&u.groups), || {
-        format!("setgroups {:?}", u.groups)
-    })?;
+    if setgroups {
+        step(sys.setgroups(&u.groups), || {
+            format!("setgroups {:?}", u.groups)
+        })?;
+    }
     step(sys.setgid(u.gid), || format!("setgid {}", u.gid))?;
     step(sys.setuid(u.uid), || format!("setuid {}", u.uid))?;
     step(sys.keep_caps(false), || "keep capabilities".into())

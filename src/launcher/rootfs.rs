@@ -111,6 +111,9 @@ pub fn prepare(sys: &dyn Syscall, spec: &Spec) -> Result<(), Failure> {
     )?;
     let sys_ = under(root, "sys");
     mkdir(sys, &sys_)?;
+    if spec.userns.is_some() && spec.network == super::Network::Host {
+        return host_sys(sys, &sys_);
+    }
     // A sysfs of its own (it shows the network namespace it is mounted in: the host's with
     // --network host), read-only, with none of the host's mounts below /sys.
     mount(
@@ -122,6 +125,31 @@ pub fn prepare(sys: &dyn Syscall, spec: &Spec) -> Result<(), Failure> {
         None,
     )?;
     Ok(())
+}
+
+/// A user namespace may mount a sysfs only for a network namespace it owns: with the
+/// host's network a rootless container gets the host's /sys bound in instead (as podman
+/// does), read-only, its mount flags kept (the kernel locks them for a user namespace).
+fn host_sys(sys: &dyn Syscall, target: &Path) -> Result<(), Failure> {
+    mount(
+        sys,
+        Some("/sys"),
+        target,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
+    let kept = step(sys.mount_flags(target), || {
+        format!("statvfs {}", target.display())
+    })?;
+    mount(
+        sys,
+        None,
+        target,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | kept,
+        None,
+    )
 }
 
 /// A tmpfs /dev with the host's device nodes bound in, a private devpts, shm, mqueue, the
@@ -149,7 +177,7 @@ pub fn dev(sys: &dyn Syscall, spec: &Spec) -> Result<(), Failure> {
         &pts,
         Some("devpts"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+        Some(devpts_options(spec)),
     )?;
     let shm = dev.join("shm");
     mkdir(sys, &shm)?;
@@ -220,6 +248,15 @@ pub fn read_only(sys: &dyn Syscall, spec: &Spec) -> Result<(), Failure> {
         MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | kept,
         None,
     )
+}
+
+/// Docker's devpts options; the tty group (5) only where the namespace maps it (a rootless
+/// container without subordinate ids maps only root).
+pub fn devpts_options(spec: &Spec) -> &'static str {
+    match &spec.userns {
+        Some(ns) if !ns.maps_gid(5) => "newinstance,ptmxmode=0666,mode=0620",
+        _ => "newinstance,ptmxmode=0666,mode=0620,gid=5",
+    }
 }
 
 fn bind_file(sys: &dyn Syscall, src: &Path, dst: &Path) -> Result<(), Failure> {

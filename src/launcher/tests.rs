@@ -24,6 +24,7 @@ fn spec() -> Spec {
         tty: false,
         read_only: false,
         writable: vec![],
+        userns: None,
     }
 }
 
@@ -409,4 +410,84 @@ fn exec_joins_the_namespaces_then_the_root_then_drops_privileges() {
         "{}",
         e.msg
     );
+}
+
+fn rootless(subordinate: bool) -> Option<userns::UserNs> {
+    let sub: &[(u32, u32)] = if subordinate { &[(100000, 65536)] } else { &[] };
+    Some(userns::UserNs {
+        uids: userns::layout(1000, sub),
+        gids: userns::layout(1000, sub),
+        subordinate,
+    })
+}
+
+#[test]
+fn rootless_host_network_binds_the_hosts_sys_read_only() {
+    let r = Recorder::new();
+    let s = Spec {
+        network: Network::Host,
+        userns: rootless(true),
+        ..spec()
+    };
+    enter(&r, &s).unwrap();
+    assert!(
+        !r.lines().iter().any(|l| l.contains(" sysfs ")),
+        "a user namespace may not mount sysfs for the host's network: {:#?}",
+        r.lines()
+    );
+    ordered(
+        &r,
+        &[
+            "mount /sys /c/merged/sys - MS_BIND | MS_REC",
+            "mount_flags /c/merged/sys",
+            // Read-only, with the flags the fake reports for it kept.
+            "mount - /c/merged/sys - MS_RDONLY | MS_NOSUID | MS_NODEV | MS_REMOUNT | MS_BIND",
+        ],
+    );
+    // Its own network namespace: its own sysfs, as for root.
+    let r = Recorder::new();
+    let s = Spec {
+        userns: rootless(true),
+        ..spec()
+    };
+    enter(&r, &s).unwrap();
+    assert!(r.has("mount sysfs /c/merged/sys sysfs"));
+}
+
+#[test]
+fn rootless_without_subordinate_ids_skips_what_only_one_id_cannot_have() {
+    let r = Recorder::new();
+    let s = Spec {
+        userns: rootless(false),
+        ..spec()
+    };
+    enter(&r, &s).unwrap();
+    let pts = r.lines()[r.pos("mount devpts")].clone();
+    assert!(
+        pts.ends_with("newinstance,ptmxmode=0666,mode=0620"),
+        "gid 5 is not mapped: {pts}"
+    );
+    assert!(!r.has("setgroups"), "setgroups is denied: {:#?}", r.lines());
+    assert!(r.has("setuid 0"));
+    // With subordinate ids: the tty group and setgroups, as for root.
+    let r = Recorder::new();
+    let s = Spec {
+        userns: rootless(true),
+        user: Some("1000".into()),
+        ..spec()
+    };
+    enter(&r, &s).unwrap();
+    assert!(r.lines()[r.pos("mount devpts")].ends_with(",gid=5"));
+    ordered(&r, &["setgroups [0]", "setuid 1000"]);
+    // A uid the namespace does not hold: one line, before any credential changes.
+    let r = Recorder::new();
+    let s = Spec {
+        userns: rootless(false),
+        user: Some("1000".into()),
+        ..spec()
+    };
+    let e = enter(&r, &s).unwrap_err();
+    assert_eq!(e.code, EXIT_FAILED);
+    assert!(e.msg.starts_with("uid 1000 is not mapped"), "{}", e.msg);
+    assert!(!r.has("setuid") && !r.has("setgid"));
 }

@@ -58,7 +58,10 @@ impl Drop for Mounted {
     }
 }
 
-fn open(root: &Root, key: &str) -> Result<Opened> {
+/// A container's records, and this process moved into its user namespace if it is a
+/// rootless one (its monitor's namespaces when it runs, new ones when it does not): from here
+/// on, the owners of host files read as that namespace sees them, as they will be written.
+fn find(root: &Root, key: &str) -> Result<(Config, bool)> {
     let store = Store::new(root);
     let (config, state) = {
         let lock = store.lock()?;
@@ -66,8 +69,23 @@ fn open(root: &Root, key: &str) -> Result<Opened> {
         let s = store.live_state(&lock, &c.id)?;
         (c, s)
     };
-    let dir = store.container_dir(&config.id);
-    let mount = if state.status == "running" {
+    let running = state.status == "running";
+    // A rootless container's root is mounted in its monitor's user and mount namespaces,
+    // and served to processes there only.
+    if let Some(ns) = &config.spec.userns {
+        if running {
+            crate::launcher::userns::join(state.monitor_pid as i32, true)?;
+        } else {
+            crate::launcher::userns::enter(ns)?;
+        }
+    }
+    Ok((config, running))
+}
+
+/// The container's root, mounted for the copy if it is not running.
+fn open(root: &Root, (config, running): (Config, bool)) -> Result<Opened> {
+    let dir = Store::new(root).container_dir(&config.id);
+    let mount = if running {
         None
     } else {
         let served = super::grafts::grafts(&config.grafts)?;
@@ -111,7 +129,13 @@ pub fn cp(root: &Root, req: CpRequest) -> Result<()> {
 }
 
 fn copy_out(root: &Root, name: &str, path: &str, dst: &Place, req: &CpRequest) -> Result<()> {
-    let c = open(root, name)?;
+    // The host side before the container's is opened (which may move this process into
+    // the container's mount namespace, and its working directory with it).
+    let host = match dst {
+        Place::Host(h) => Some((Tree::host()?, absolute(h)?)),
+        _ => None,
+    };
+    let c = open(root, find(root, name)?)?;
     let path = in_root(path);
     let found = c.tree.entry(&path, req.follow).map_err(|e| match e {
         libc::ENOENT => anyhow::anyhow!("No such container:path: {name}:{path}"),
@@ -143,9 +167,8 @@ fn copy_out(root: &Root, name: &str, path: &str, dst: &Place, req: &CpRequest) -
             drop((found, c));
             r
         }
-        Place::Host(h) => {
-            let host = Tree::host()?;
-            let dpath = absolute(h)?;
+        Place::Host(_) => {
+            let (host, dpath) = host.expect("opened above");
             let d = find_dst(&host, &dpath)?;
             if !d.exists {
                 let (parent, _) = rules::split(&dpath);
@@ -191,19 +214,25 @@ fn find_dst(t: &Tree, path: &str) -> Result<rules::Dst> {
 }
 
 fn copy_in(root: &Root, src: &Place, name: &str, path: &str, req: &CpRequest) -> Result<()> {
-    // The host side first: a bad source mounts nothing.
+    // The host side first: a bad source mounts nothing. Its root and path are taken before
+    // a rootless container's namespaces are entered (which move the working directory),
+    // its owners read after (so they are the namespace's).
     let host = Tree::host()?;
-    let source = match src {
-        Place::Host(h) => {
-            let p = absolute(h)?;
+    let spath = match src {
+        Place::Host(h) => Some(absolute(h)?),
+        _ => None,
+    };
+    let found = find(root, name)?;
+    let source = match spath {
+        Some(p) => {
             let f = host
                 .entry(&p, req.follow)
                 .map_err(|e| anyhow::anyhow!("lstat {p}: {}", errno_text(e)))?;
             Some((p, f))
         }
-        _ => None,
+        None => None,
     };
-    let c = open(root, name)?;
+    let c = open(root, found)?;
     let path = in_root(path);
     let d = find_dst(&c.tree, &path)?;
     let owner = if req.archive {
