@@ -23,7 +23,7 @@ mod convert;
 mod passthrough;
 pub use convert::{attr, kind_of};
 use convert::{caller, done, err, id, set_time, xattr_reply};
-use passthrough::{flush_if_written, Backing};
+use passthrough::{flush_if_written, BackingMap, Served};
 
 /// How long the kernel may cache entries (negative ones too) and attributes. Lower layers are
 /// immutable and every change to the upper goes through this daemon, whose replies keep the
@@ -45,7 +45,7 @@ pub struct StrataFs {
     /// The mount allows passthrough (not `passthrough=off`).
     allow_passthrough: bool,
     /// One backing file per node, as the kernel requires, shared by that node's open handles.
-    backing: std::sync::Mutex<std::collections::HashMap<u64, Backing>>,
+    backing: BackingMap,
     /// Threads seen looking up files (not directories): they use what they list, so their
     /// listings come with attributes. See `readdirplus`.
     users: dashmap::DashSet<u32>,
@@ -406,10 +406,27 @@ impl Filesystem for StrataFs {
         };
         // Writes reach the layer synchronously, so close has nothing to flush: no FLUSH round trip.
         let base = FopenFlags::FOPEN_NOFLUSH;
-        match self.backing_for(fs, fh, |fd| reply.open_backing(fd)) {
-            (Some(b), _) => reply.opened_passthrough(FileHandle(fh), flush_if_written(flags.0), &b),
-            (None, true) => reply.opened(FileHandle(fh), base | FopenFlags::FOPEN_DIRECT_IO),
-            (None, false) => {
+        match self.backing_for(fs, id(ino), fh, flags.0, |fd| reply.open_backing(fd)) {
+            Served::Passthrough(b) => {
+                reply.opened_passthrough(FileHandle(fh), flush_if_written(flags.0), &b)
+            }
+            Served::Detour(b) => {
+                log::debug!(
+                    "open {}: served by the daemon beside the kernel's backing file",
+                    ino.0
+                );
+                let direct = flush_if_written(flags.0) | FopenFlags::FOPEN_DIRECT_IO;
+                reply.opened_passthrough(FileHandle(fh), direct, &b)
+            }
+            Served::Busy => {
+                log::info!(
+                    "open {} for reading and writing refused (ETXTBSY): it is open read-only in its lower layer since before its copy-up",
+                    ino.0
+                );
+                fs.release(fh);
+                reply.error(Errno::ETXTBSY)
+            }
+            Served::Plain => {
                 // Lower files never change under a mount: their cached pages stay valid.
                 let lower = fs.handle(fh).map(|h| !h.upper).unwrap_or(false);
                 let keep = if lower {
@@ -747,8 +764,8 @@ impl Filesystem for StrataFs {
                 let fh = fs.add_handle(i, fd, 0);
                 let a = attr(&st);
                 let ttl = self.ttl(i);
-                match self.backing_for(fs, fh, |fd| reply.open_backing(fd)) {
-                    (Some(b), _) => reply.created_passthrough(
+                match self.backing_for(fs, i, fh, flags, |fd| reply.open_backing(fd)) {
+                    Served::Passthrough(b) => reply.created_passthrough(
                         ttl,
                         &a,
                         self.generation(i),

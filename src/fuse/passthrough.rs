@@ -1,6 +1,17 @@
 //! FUSE passthrough: one kernel backing file per node, shared by that node's open handles, so
 //! reads and writes of an open file go straight to its layer file.
+//!
+//! The kernel keeps one backing file per inode for as long as any of its files opened with
+//! passthrough stays open, and refuses every other open of that inode (EIO) but one naming the
+//! same backing file (fs/fuse/iomode.c: a backing file other than the inode's is EBUSY, an
+//! open without FOPEN_PASSTHROUGH on an inode that has one is EINVAL). A file opened read-only
+//! in its lower layer and then copied up (by a write open, a chmod, a rename of a hard link)
+//! is such a case: its kernel inode still has the lower file while the node is now the upper
+//! file. Until every open holding the lower file is closed, such opens name the lower file
+//! again with FOPEN_DIRECT_IO, which sends their reads and writes to the daemon, that serves
+//! them from the upper file; only their mappings are the kernel's, of the lower file.
 
+use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
@@ -23,72 +34,87 @@ pub(super) fn flush_if_written(open_flags: i32) -> FopenFlags {
     }
 }
 
+/// The backing file the kernel holds for one node, and the handles opened with it.
 pub(super) struct Backing {
-    pub(super) id: Arc<fuser::BackingId>,
-    pub(super) upper: bool,
-    pub(super) opens: usize,
+    id: Arc<fuser::BackingId>,
+    /// The backing file is the upper file (else a lower layer's).
+    upper: bool,
+    handles: HashSet<u64>,
+}
+
+pub(super) type BackingMap = std::sync::Mutex<HashMap<u64, Backing>>;
+
+/// How an open is served.
+pub(super) enum Served {
+    /// Passed through to its own layer file.
+    Passthrough(Arc<fuser::BackingId>),
+    /// The kernel inode holds another layer's file (see the module's notes): named again, with
+    /// reads and writes through the daemon.
+    Detour(Arc<fuser::BackingId>),
+    /// The kernel inode holds another layer's file and this open may not name it: opened for
+    /// reading and writing, its shared mappings would write to the lower layer's file.
+    Busy,
+    /// Without passthrough.
+    Plain,
 }
 
 impl StrataFs {
-    /// The backing id to pass through `fh` with, if passthrough applies. `None` with `direct` set
-    /// means: the node is passed through to another layer's file (a read-only open below
-    /// that is still open after a copy-up), so this open must bypass the page cache.
+    /// How to serve handle `fh`, opened with `flags`, of node `id`.
     pub(super) fn backing_for(
         &self,
         fs: &Union,
+        id: u64,
         fh: u64,
+        flags: i32,
         open_backing: impl FnOnce(&OwnedFd) -> std::io::Result<fuser::BackingId>,
-    ) -> (Option<Arc<fuser::BackingId>>, bool) {
+    ) -> Served {
         if !self.passthrough {
-            return (None, false);
+            return Served::Plain;
         }
         let Ok(h) = fs.handle(fh) else {
-            return (None, false);
+            return Served::Plain;
         };
         let mut map = self.backing.lock().unwrap();
-        if let Some(b) = map.get_mut(&h.id) {
-            if b.upper == h.upper {
-                b.opens += 1;
-                return (Some(b.id.clone()), false);
+        if let Some(b) = map.get_mut(&id) {
+            if b.upper != h.upper && flags & libc::O_ACCMODE == libc::O_RDWR {
+                return Served::Busy;
             }
-            return (None, true);
+            b.handles.insert(fh);
+            return match b.upper == h.upper {
+                true => Served::Passthrough(b.id.clone()),
+                false => Served::Detour(b.id.clone()),
+            };
         }
         match open_backing(&h.fd) {
-            Ok(id) => {
-                let id = Arc::new(id);
+            Ok(backing) => {
+                let backing = Arc::new(backing);
                 map.insert(
-                    h.id,
+                    id,
                     Backing {
-                        id: id.clone(),
+                        id: backing.clone(),
                         upper: h.upper,
-                        opens: 1,
+                        handles: HashSet::from([fh]),
                     },
                 );
-                (Some(id), false)
+                Served::Passthrough(backing)
             }
             Err(e) => {
-                log::debug!("passthrough refused for node {}: {e}", h.id);
-                (None, false)
+                log::debug!("passthrough refused for node {id}: {e}");
+                Served::Plain
             }
         }
     }
 
+    /// Handle `fh` of node `id` is closed: the last one opened with the node's backing file
+    /// lets the next open pass through to the node's own file.
     pub(super) fn release_backing(&self, id: u64, fh: u64) {
         if !self.passthrough {
             return;
         }
-        let (_, fs, _) = self.tree.route(id);
         let mut map = self.backing.lock().unwrap();
-        let passed = fs
-            .handle(fh)
-            .map(|h| map.get(&id).is_some_and(|b| b.upper == h.upper))
-            .unwrap_or(false);
-        if passed {
-            if let Some(b) = map.get_mut(&id) {
-                b.opens -= 1;
-                if b.opens == 0 {
-                    map.remove(&id);
-                }
+        if let Some(b) = map.get_mut(&id) {
+            if b.handles.remove(&fh) && b.handles.is_empty() {
+                map.remove(&id);
             }
         }
     }
