@@ -420,7 +420,7 @@ impl Filesystem for StrataFs {
             }
             Served::Busy => {
                 log::info!(
-                    "open {} for reading and writing refused (ETXTBSY): it is open read-only in its lower layer since before its copy-up",
+                    "open {} for writing refused (ETXTBSY): it is open read-only in its lower layer since before its copy-up",
                     ino.0
                 );
                 fs.release(fh);

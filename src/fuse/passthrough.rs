@@ -12,7 +12,7 @@
 //! them from the upper file; only their mappings are the kernel's, of the lower file.
 
 use std::collections::{HashMap, HashSet};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
 use fuser::{FopenFlags, INodeNo};
@@ -39,6 +39,9 @@ pub(super) struct Backing {
     id: Arc<fuser::BackingId>,
     /// The backing file is the upper file (else a lower layer's).
     upper: bool,
+    /// The kernel can open the backing file for writing (it opens it again with each open's
+    /// flags): not so on a read-only filesystem.
+    writable: bool,
     handles: HashSet<u64>,
 }
 
@@ -52,7 +55,8 @@ pub(super) enum Served {
     /// reads and writes through the daemon.
     Detour(Arc<fuser::BackingId>),
     /// The kernel inode holds another layer's file and this open may not name it: opened for
-    /// reading and writing, its shared mappings would write to the lower layer's file.
+    /// reading and writing, its shared mappings would write to the lower layer's file; opened
+    /// for writing, the kernel could not open a lower file on a read-only filesystem so.
     Busy,
     /// Without passthrough.
     Plain,
@@ -76,7 +80,10 @@ impl StrataFs {
         };
         let mut map = self.backing.lock().unwrap();
         if let Some(b) = map.get_mut(&id) {
-            if b.upper != h.upper && flags & libc::O_ACCMODE == libc::O_RDWR {
+            let access = flags & libc::O_ACCMODE;
+            if b.upper != h.upper
+                && (access == libc::O_RDWR || (access == libc::O_WRONLY && !b.writable))
+            {
                 return Served::Busy;
             }
             b.handles.insert(fh);
@@ -93,6 +100,8 @@ impl StrataFs {
                     Backing {
                         id: backing.clone(),
                         upper: h.upper,
+                        writable: crate::sys::fstatvfs(h.fd.as_raw_fd())
+                            .is_ok_and(|v| v.f_flag & libc::ST_RDONLY == 0),
                         handles: HashSet::from([fh]),
                     },
                 );
