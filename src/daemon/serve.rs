@@ -172,7 +172,10 @@ pub(super) fn serve(layout: &Layout, source: Option<&str>, notify: Option<&Owned
             }
         };
     let tree = Arc::new(tree);
-    let fsys = StrataFs::new(tree.clone(), !o.no_passthrough);
+    // FUSE_POSIX_ACL turns the kernel's default_permissions on: unprivileged mounts without
+    // it check permissions in the daemon (union::access) and keep doing so.
+    let posix_acl = !o.noacl && (root || o.default_permissions);
+    let fsys = StrataFs::new(tree.clone(), !o.no_passthrough, posix_acl);
     let notifier = fsys.notifier_slot();
     let session = match fuser::Session::from_fd(fsys, dev, config.acl, config) {
         Ok(s) => {

@@ -202,7 +202,7 @@ impl Tree {
                 Err(libc::ENOENT) => match create {
                     Some(who) => {
                         let (_, fs, local) = self.route(dir);
-                        fs.make_entry(local, &name, NewEntry::Dir, 0o755, who)?;
+                        fs.make_entry(local, &name, NewEntry::Dir, 0o755, 0, who)?;
                         self.lookup(dir, &name)?
                     }
                     None => return Err(libc::ENOENT),

@@ -14,6 +14,7 @@
 //! open files takes no lock.
 
 pub mod access;
+pub mod acl;
 pub mod copy_up;
 pub mod dir;
 pub mod events;
