@@ -198,7 +198,18 @@ pub(super) fn serve(layout: &Layout, source: Option<&str>, notify: Option<&Owned
     // `strata trace` finds this mount's control socket through utab (root) or the record
     // beside the pid file.
     let control = match &layout.work {
-        Some(w) => match control::start(&w.join("strata"), &tree) {
+        Some(w) => match control::start(&w.join("strata"), &tree, {
+            let (tree, mountpoint) = (tree.clone(), layout.mountpoint.clone());
+            Box::new(move |ro| {
+                tree.set_read_only(ro);
+                super::record::set_read_only(&mountpoint, ro);
+                log::info!(
+                    "remounted {}: {}",
+                    mountpoint.display(),
+                    if ro { "read-only" } else { "read-write" }
+                );
+            })
+        }) {
             Ok(c) => Some(c),
             Err(e) => {
                 log::warn!("no control socket (strata trace will not work): {e:#}");
