@@ -136,17 +136,24 @@ fn mount_o_remount_ro_makes_the_mount_read_only_and_rw_writable_again() {
     });
 }
 
-/// A mount started `ro` over an upper takes writes after `remount,rw`, into its upper.
+/// A mount started `ro` over an upper takes writes after `remount,rw`, into its upper. (The
+/// writes are made where the remount ran: the read-only flag of the mount made first, in this
+/// test's mount namespace, is that mount's own, which the remount's namespace cannot clear.)
 #[test]
 fn a_mount_started_ro_writes_after_remount_rw() {
     let m = remount_fixture().opt("ro").mount();
     m.run(|c| every_write_is_erofs(&c));
-    remount(&m.mnt, "remount,rw", "");
+    let mnt = m.mnt.display().to_string();
+    remount(
+        &m.mnt,
+        "remount,rw",
+        &format!("printf n > '{mnt}/new' && rm '{mnt}/d/x'"),
+    );
     m.run(|c| {
-        write(c.p("new"), "n");
-        rm(c.p("d/x"));
         assert_eq!(read(c.u("new")), "n");
+        assert_eq!(read(c.p("new")), "n");
         assert!(!exists(c.p("d/x")));
+        assert_upper_whiteout(&c.u(""), "d/x");
     });
     remount(&m.mnt, "remount,ro", "");
     m.run(|c| every_write_is_erofs(&c));
