@@ -127,15 +127,15 @@ impl StrataFs {
         }
     }
 
-    /// Make an entry (not a file to open) and reply with it.
+    /// Make an entry (not a file to open) and reply with it: of the mode asked for, by a caller
+    /// with that umask.
     fn new_entry(
         &self,
         reply: ReplyEntry,
         parent: u64,
         name: &OsStr,
         what: NewEntry<'_>,
-        mode: u32,
-        umask: u32,
+        (mode, umask): (u32, u32),
         who: Caller,
     ) {
         let (_, fs, local) = self.tree.route(parent);
@@ -325,7 +325,7 @@ impl Filesystem for StrataFs {
         } else {
             NewEntry::Special { rdev: rdev as u64 }
         };
-        self.new_entry(reply, id(parent), name, what, mode, umask, caller(req));
+        self.new_entry(reply, id(parent), name, what, (mode, umask), caller(req));
     }
 
     fn mkdir(
@@ -343,8 +343,7 @@ impl Filesystem for StrataFs {
             id(parent),
             name,
             NewEntry::Dir,
-            mode,
-            umask,
+            (mode, umask),
             caller(req),
         );
     }
@@ -371,7 +370,7 @@ impl Filesystem for StrataFs {
         let what = NewEntry::Symlink {
             target: target.as_os_str(),
         };
-        self.new_entry(reply, id(parent), link_name, what, 0o777, 0, caller(req));
+        self.new_entry(reply, id(parent), link_name, what, (0o777, 0), caller(req));
     }
 
     fn rename(

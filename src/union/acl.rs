@@ -36,7 +36,7 @@ pub struct Inherited {
 /// `default` (the xattr's value, entries in any order as stored).
 pub fn inherit(default: &[u8], mode: u32) -> Res<Inherited> {
     if default.len() < 4
-        || (default.len() - 4) % 8 != 0
+        || !(default.len() - 4).is_multiple_of(8)
         || u32::from_le_bytes(default[..4].try_into().unwrap()) != VERSION
     {
         return Err(libc::EINVAL);
