@@ -643,6 +643,29 @@ fn unescape_mountinfo(s: &str) -> Vec<u8> {
     out
 }
 
+/// util-linux's mount(8) run as a user runs it, `mount ARGS...`, for what it hands to
+/// mount.fuse3 (a remount of a strata mount): with the strata under test as the `strata` that
+/// mount.fuse3 runs. mount(8) gives its helpers no PATH, so mount.fuse3's `sh -c 'strata' ...`
+/// searches sh's default path, /usr/local/bin first: the command runs in a mount namespace of
+/// its own in which a tmpfs on /usr/local/bin holds only `strata`, the binary under test. The
+/// host's /usr/local/bin is untouched. A remount's read-only flag is the superblock's, seen in
+/// every namespace; per-mount flags (nosuid, ...) change the namespace's copy of the mount, so
+/// `then` (a shell command line, run in that namespace after mount) can look at them.
+pub fn mount_helper_cmd(args: &[&OsStr], then: &str) -> Command {
+    let script = format!(
+        "mount -t tmpfs -o mode=0755 strata-under-test /usr/local/bin && \
+         ln -s \"$0\" /usr/local/bin/strata && mount \"$@\" && {{ {} ; }}",
+        if then.is_empty() { "true" } else { then }
+    );
+    let mut c = Command::new("unshare");
+    c.args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(script)
+        .arg(strata_bin())
+        .args(args);
+    c.env_remove("RUST_LOG");
+    c
+}
+
 /// (mount point, fstype) of every mount in this mount namespace.
 pub fn mount_table() -> Vec<(PathBuf, String)> {
     let text = fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");

@@ -1,5 +1,6 @@
 //! The control socket, `WORKDIR/strata/control.sock`: `strata trace` subscribes there to the
-//! union's events.
+//! union's events, and a remount tells the daemon there whether it may write (`remount ro`,
+//! `remount rw`, answered `ok`).
 //!
 //! The socket is 0600 and belongs to whoever runs the daemon (the mount's owner). A client sends
 //! one request line, `trace`; the daemon answers `ok` and then writes one JSON event per line
@@ -33,8 +34,11 @@ struct Sub {
     dropped: Arc<AtomicU64>,
 }
 
-/// The subscribers of one mount.
+/// The subscribers of one mount, and what a remount request changes.
 pub struct Hub {
+    /// `remount ro` / `remount rw` (from `strata ... -o remount`, once the kernel's mount is
+    /// read-only, or before it becomes writable): the daemon refuses writes, or takes them.
+    remount: Box<dyn Fn(bool) + Send + Sync>,
     listening: Arc<AtomicBool>,
     subs: Mutex<Vec<Sub>>,
     next: AtomicU64,
@@ -95,8 +99,8 @@ impl Control {
 }
 
 /// Serve the control socket in `own` (`WORKDIR/strata`, which this mount holds locked) and
-/// connect every union of `tree` to it.
-pub fn start(own: &Path, tree: &Tree) -> Result<Control> {
+/// connect every union of `tree` to it. A remount request calls `remount` with read-only or not.
+pub fn start(own: &Path, tree: &Tree, remount: Box<dyn Fn(bool) + Send + Sync>) -> Result<Control> {
     let path = own.join(SOCKET);
     // Made under another name and renamed in once it is 0600: nobody can connect before.
     let tmp = own.join(format!("{SOCKET}.{}", std::process::id()));
@@ -108,6 +112,7 @@ pub fn start(own: &Path, tree: &Tree) -> Result<Control> {
         .and_then(|()| std::fs::rename(&tmp, &path))
         .with_context(|| format!("control socket {}", path.display()))?;
     let hub = Arc::new(Hub {
+        remount,
         listening: Arc::new(AtomicBool::new(false)),
         subs: Mutex::new(Vec::new()),
         next: AtomicU64::new(0),
@@ -140,6 +145,16 @@ fn client(hub: &Hub, s: UnixStream) {
         return;
     }
     let mut out = &s;
+    if let Some(how) = line.trim().strip_prefix("remount ") {
+        let _ = match how {
+            "ro" | "rw" => {
+                (hub.remount)(how == "ro");
+                writeln!(out, "ok")
+            }
+            _ => writeln!(out, "error: remount {how:?}: expected ro or rw"),
+        };
+        return;
+    }
     if line.trim() != "trace" {
         let _ = writeln!(out, "error: unknown request {:?}", line.trim());
         return;

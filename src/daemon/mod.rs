@@ -9,6 +9,7 @@ mod control;
 mod kernel;
 pub mod options;
 pub mod record;
+mod remount;
 mod serve;
 pub mod trace;
 mod unmount;
@@ -190,6 +191,9 @@ fn check(req: &MountRequest) -> Result<Layout> {
 }
 
 pub fn mount(req: MountRequest) -> Result<()> {
+    if options::is_remount(&req.options) {
+        return remount::remount(&req);
+    }
     let layout = check(&req)?;
     if req.foreground {
         init_log(req.log.as_deref(), true)?;

@@ -49,7 +49,7 @@ pub struct MountOptions {
 }
 
 /// Split on unescaped `sep`, removing the escaping backslashes.
-fn split_escaped(s: &str, sep: char) -> Vec<String> {
+pub(crate) fn split_escaped(s: &str, sep: char) -> Vec<String> {
     let mut out = vec![String::new()];
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
@@ -70,7 +70,7 @@ fn split_escaped(s: &str, sep: char) -> Vec<String> {
 }
 
 /// Split a `-o` string on unescaped commas, keeping escapes for the values to undo.
-fn split_options(s: &str) -> Vec<String> {
+pub(crate) fn split_options(s: &str) -> Vec<String> {
     let mut out = vec![String::new()];
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
@@ -124,6 +124,13 @@ fn flag(key: &str, v: Option<&str>) -> Result<bool> {
         None => Ok(true),
         Some(_) => bail!("option {key} takes no value"),
     }
+}
+
+/// Do the `-o` groups ask to remount a live mount (`remount`, as mount(8) hands it on)?
+pub fn is_remount(opts: &[String]) -> bool {
+    opts.iter()
+        .flat_map(|g| split_options(g))
+        .any(|o| o == "remount")
 }
 
 pub fn parse(opts: &[String]) -> Result<MountOptions> {

@@ -87,3 +87,16 @@ pub fn read(mountpoint: &Path) -> Result<MountRecord> {
     }
     Ok(rec)
 }
+
+/// A remount changed the mount's read-only flag: the record says so too.
+pub fn set_read_only(mountpoint: &Path, ro: bool) {
+    let Some(p) = record_file(mountpoint) else {
+        return;
+    };
+    let Ok(text) = fs::read(&p) else { return };
+    let Ok(mut rec) = serde_json::from_slice::<MountRecord>(&text) else {
+        return;
+    };
+    rec.read_only = ro;
+    let _ = write(&rec);
+}

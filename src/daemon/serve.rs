@@ -172,7 +172,10 @@ pub(super) fn serve(layout: &Layout, source: Option<&str>, notify: Option<&Owned
             }
         };
     let tree = Arc::new(tree);
-    let fsys = StrataFs::new(tree.clone(), !o.no_passthrough);
+    // FUSE_POSIX_ACL turns the kernel's default_permissions on: unprivileged mounts without
+    // it check permissions in the daemon (union::access) and keep doing so.
+    let posix_acl = !o.noacl && (root || o.default_permissions);
+    let fsys = StrataFs::new(tree.clone(), !o.no_passthrough, posix_acl);
     let notifier = fsys.notifier_slot();
     let session = match fuser::Session::from_fd(fsys, dev, config.acl, config) {
         Ok(s) => {
@@ -195,7 +198,18 @@ pub(super) fn serve(layout: &Layout, source: Option<&str>, notify: Option<&Owned
     // `strata trace` finds this mount's control socket through utab (root) or the record
     // beside the pid file.
     let control = match &layout.work {
-        Some(w) => match control::start(&w.join("strata"), &tree) {
+        Some(w) => match control::start(&w.join("strata"), &tree, {
+            let (tree, mountpoint) = (tree.clone(), layout.mountpoint.clone());
+            Box::new(move |ro| {
+                tree.set_read_only(ro);
+                super::record::set_read_only(&mountpoint, ro);
+                log::info!(
+                    "remounted {}: {}",
+                    mountpoint.display(),
+                    if ro { "read-only" } else { "read-write" }
+                );
+            })
+        }) {
             Ok(c) => Some(c),
             Err(e) => {
                 log::warn!("no control socket (strata trace will not work): {e:#}");

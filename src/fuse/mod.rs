@@ -44,6 +44,11 @@ pub struct StrataFs {
     passthrough: bool,
     /// The mount allows passthrough (not `passthrough=off`).
     allow_passthrough: bool,
+    /// The mount may take FUSE_POSIX_ACL (see `init`).
+    allow_posix_acl: bool,
+    /// The kernel took FUSE_POSIX_ACL: it checks permissions by ACLs too, and leaves the umask
+    /// to the daemon (FUSE_DONT_MASK), which applies it only where no default ACL is inherited.
+    posix_acl: bool,
     /// One backing file per node, as the kernel requires, shared by that node's open handles.
     backing: BackingMap,
     /// Threads seen looking up files (not directories): they use what they list, so their
@@ -70,10 +75,13 @@ impl StrataFs {
     }
 
     /// `passthrough`: use FUSE passthrough where the kernel offers it (`passthrough=off`: never).
-    pub fn new(tree: Arc<Tree>, passthrough: bool) -> Self {
+    /// `posix_acl`: take FUSE_POSIX_ACL where the kernel offers it (see `init`).
+    pub fn new(tree: Arc<Tree>, passthrough: bool, posix_acl: bool) -> Self {
         StrataFs {
             tree,
             allow_passthrough: passthrough,
+            allow_posix_acl: posix_acl,
+            posix_acl: false,
             passthrough: false,
             backing: Default::default(),
             users: Default::default(),
@@ -119,19 +127,20 @@ impl StrataFs {
         }
     }
 
-    /// Make an entry (not a file to open) and reply with it.
+    /// Make an entry (not a file to open) and reply with it: of the mode asked for, by a caller
+    /// with that umask.
     fn new_entry(
         &self,
         reply: ReplyEntry,
         parent: u64,
         name: &OsStr,
         what: NewEntry<'_>,
-        mode: u32,
+        (mode, umask): (u32, u32),
         who: Caller,
     ) {
         let (_, fs, local) = self.tree.route(parent);
         let r = fs
-            .make_entry(local, name, what, mode, who)
+            .make_entry(local, name, what, mode, umask, who)
             .map(|(i, st, _)| (i, st));
         self.entry(reply, r);
     }
@@ -173,6 +182,19 @@ impl Filesystem for StrataFs {
         let _ = config.add_capabilities(
             fuser::InitFlags::FUSE_PARALLEL_DIROPS | fuser::InitFlags::FUSE_CACHE_SYMLINKS,
         );
+        // POSIX ACLs as a local filesystem has them: the kernel checks access by their entries
+        // and, since it then leaves the umask to the daemon, a new entry under a default ACL
+        // inherits it with the mode asked for (Union::make_entry). The kernel turns
+        // default_permissions on with it, so only mounts that have it anyway take it.
+        if self.allow_posix_acl
+            && config
+                .add_capabilities(
+                    fuser::InitFlags::FUSE_POSIX_ACL | fuser::InitFlags::FUSE_DONT_MASK,
+                )
+                .is_ok()
+        {
+            self.posix_acl = true;
+        }
         // strata drops set-user-ID, set-group-ID and file capabilities itself on write, truncate
         // and chown (Union::setattr); in return the kernel stops asking for security.capability
         // before every write to a file it has once found without one.
@@ -192,8 +214,9 @@ impl Filesystem for StrataFs {
             self.no_opendir = true;
         }
         log::info!(
-            "kernel FUSE passthrough: {}",
-            if self.passthrough { "on" } else { "off" }
+            "kernel FUSE passthrough: {}; POSIX ACLs checked by the kernel: {}",
+            if self.passthrough { "on" } else { "off" },
+            if self.posix_acl { "yes" } else { "no" }
         );
         Ok(())
     }
@@ -302,14 +325,7 @@ impl Filesystem for StrataFs {
         } else {
             NewEntry::Special { rdev: rdev as u64 }
         };
-        self.new_entry(
-            reply,
-            id(parent),
-            name,
-            what,
-            mode & !(umask & 0o777),
-            caller(req),
-        );
+        self.new_entry(reply, id(parent), name, what, (mode, umask), caller(req));
     }
 
     fn mkdir(
@@ -327,7 +343,7 @@ impl Filesystem for StrataFs {
             id(parent),
             name,
             NewEntry::Dir,
-            mode & !(umask & 0o777),
+            (mode, umask),
             caller(req),
         );
     }
@@ -354,7 +370,7 @@ impl Filesystem for StrataFs {
         let what = NewEntry::Symlink {
             target: target.as_os_str(),
         };
-        self.new_entry(reply, id(parent), link_name, what, 0o777, caller(req));
+        self.new_entry(reply, id(parent), link_name, what, (0o777, 0), caller(req));
     }
 
     fn rename(
@@ -709,6 +725,11 @@ impl Filesystem for StrataFs {
         let (_, fs, local) = self.tree.route(id(ino));
         match fs.getxattr(local, name) {
             Ok(v) => xattr_reply(reply, size, &v),
+            // The kernel checks access by what this answers, and takes "not supported" (a
+            // layer on a filesystem without ACLs) for an error: such a file has no ACL.
+            Err(libc::EOPNOTSUPP) if self.posix_acl && crate::union::idmap::is_acl_xattr(name) => {
+                reply.error(Errno::ENODATA)
+            }
             Err(e) => reply.error(err(e)),
         }
     }
@@ -759,7 +780,7 @@ impl Filesystem for StrataFs {
         log::debug!("create {} {:?} {mode:o} {flags:#x}", parent.0, name);
         let what = NewEntry::File { flags };
         let (_, fs, local) = self.tree.route(id(parent));
-        match fs.make_entry(local, name, what, mode & !(umask & 0o777), caller(req)) {
+        match fs.make_entry(local, name, what, mode, umask, caller(req)) {
             Ok((i, st, Some(fd))) => {
                 let fh = fs.add_handle(i, fd, 0);
                 let a = attr(&st);

@@ -63,13 +63,16 @@ impl Union {
 
     /// Create `name` in `parent`: a file (returning its open fd), directory, special file,
     /// symlink or hard link. Over a whiteout the entry is built in the workdir and renamed into
-    /// place, so that the name is never missing and never half made.
+    /// place, so that the name is never missing and never half made. `mode` is the mode asked
+    /// for; the caller's `umask` applies unless the directory has a default ACL, which the
+    /// entry then inherits (see acl).
     pub fn make_entry(
         &self,
         parent: u64,
         name: &OsStr,
         what: NewEntry<'_>,
         mode: u32,
+        umask: u32,
         who: Caller,
     ) -> Res<(u64, libc::stat, Option<OwnedFd>)> {
         self.writable()?;
@@ -128,6 +131,11 @@ impl Union {
             NewEntry::Special { .. } => mode & libc::S_IFMT,
             NewEntry::Symlink { .. } => libc::S_IFLNK,
         };
+        let inherited = match &what {
+            NewEntry::Link { .. } | NewEntry::Symlink { .. } => None,
+            _ => Some(self.inherited(ufd, kind | (mode & 0o7777), umask)?),
+        };
+        let mode = inherited.as_ref().map_or(mode, |i| i.mode);
         let mut file = None;
         let made = (|| -> Res<()> {
             match &what {
@@ -155,6 +163,11 @@ impl Union {
                     // A link is the same inode: its owner and mode stay as they are.
                     return sys::linkat(sfd.as_raw_fd(), sname, dfd, &dname);
                 }
+            }
+            if let Some(i) = &inherited {
+                // Before the chmod, which then leaves the ACL's entries as they are (they say
+                // what the mode says).
+                self.set_inherited(dfd, &dname, i)?;
             }
             let mut m = kind | (mode & 0o7777);
             if kind == libc::S_IFDIR && sgid {
@@ -427,7 +440,7 @@ impl Union {
         newname: &OsStr,
         who: Caller,
     ) -> Res<(u64, libc::stat)> {
-        let (id2, st, _) = self.make_entry(newparent, newname, NewEntry::Link { id }, 0, who)?;
+        let (id2, st, _) = self.make_entry(newparent, newname, NewEntry::Link { id }, 0, 0, who)?;
         debug_assert_eq!(id, id2);
         Ok((id2, st))
     }

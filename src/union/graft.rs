@@ -70,6 +70,14 @@ impl Tree {
         &self.parts[0].fs
     }
 
+    /// A remount made the mount read-only, or read-write again: the image's union follows it,
+    /// and every graft too, a read-only graft staying read-only.
+    pub fn set_read_only(&self, ro: bool) {
+        for u in self.unions() {
+            u.set_read_only(ro || u.opts.read_only && !Arc::ptr_eq(u, self.union()));
+        }
+    }
+
     /// Every union of the tree: the image's, then each graft's.
     pub fn unions(&self) -> impl Iterator<Item = &Arc<Union>> {
         self.parts.iter().map(|p| &p.fs)
@@ -202,7 +210,7 @@ impl Tree {
                 Err(libc::ENOENT) => match create {
                     Some(who) => {
                         let (_, fs, local) = self.route(dir);
-                        fs.make_entry(local, &name, NewEntry::Dir, 0o755, who)?;
+                        fs.make_entry(local, &name, NewEntry::Dir, 0o755, 0, who)?;
                         self.lookup(dir, &name)?
                     }
                     None => return Err(libc::ENOENT),

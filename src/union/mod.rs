@@ -14,6 +14,7 @@
 //! open files takes no lock.
 
 pub mod access;
+pub mod acl;
 pub mod copy_up;
 pub mod dir;
 pub mod events;
@@ -30,7 +31,7 @@ pub mod xattr;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use dashmap::{DashMap, DashSet};
@@ -223,6 +224,8 @@ pub struct Union {
     unsynced_dirs: DashSet<u64>,
     /// Where `strata trace` gets what this union does (see events).
     pub events: events::Events,
+    /// Read-only now: `opts.read_only`, until a remount changes it (see `set_read_only`).
+    read_only: AtomicBool,
 }
 
 fn is_dir(st: &libc::stat) -> bool {
@@ -237,6 +240,7 @@ impl Union {
         inodes: InodeTable,
         opts: Options,
     ) -> Res<Union> {
+        let opts_read_only = opts.read_only;
         let u = Union {
             upper,
             lowers,
@@ -256,6 +260,7 @@ impl Union {
             index_used: OnceLock::new(),
             unsynced_dirs: DashSet::new(),
             events: events::Events::default(),
+            read_only: AtomicBool::new(opts_read_only),
         };
         let lowers: Vec<Loc> = (1..=u.lowers.len())
             .map(|layer| Loc {
@@ -295,9 +300,14 @@ impl Union {
         }
     }
 
+    /// A remount turned the mount read-only or read-write: writes are refused, or taken.
+    pub fn set_read_only(&self, ro: bool) {
+        self.read_only.store(ro, Ordering::Relaxed);
+    }
+
     pub fn writable(&self) -> Res<&Layer> {
         match &self.upper {
-            Some(u) if !self.opts.read_only => Ok(u),
+            Some(u) if !self.read_only.load(Ordering::Relaxed) => Ok(u),
             _ => Err(libc::EROFS),
         }
     }

@@ -430,7 +430,8 @@ fn mountpoint_of(
                 (NewEntry::Dir, 0o755)
             };
             let (_, fs, local) = tree.route(parent);
-            fs.make_entry(local, &name, what, mode, who).map_err(ctx)?;
+            fs.make_entry(local, &name, what, mode, 0, who)
+                .map_err(ctx)?;
             made.push((parent, name.clone(), !file));
         }
         Err(e) => return Err(ctx(e)),
