@@ -71,18 +71,40 @@ fn inside(a: &Path, b: &Path) -> bool {
     a.starts_with(b)
 }
 
-/// Mount points, from /proc/self/mountinfo (field 5, octal escapes undone).
-pub fn mount_points() -> Vec<(PathBuf, String)> {
+/// One line of /proc/self/mountinfo, octal escapes undone.
+pub(crate) struct MountEntry {
+    pub point: PathBuf,
+    pub kind: String,
+    pub source: String,
+    /// The per-mount options (field 6) and the superblock's (after the filesystem's source).
+    pub mount_opts: Vec<String>,
+    pub super_opts: Vec<String>,
+}
+
+/// The mount table, oldest mount first.
+pub(crate) fn mount_table() -> Vec<MountEntry> {
     let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let opts = |s: &str| s.split(',').map(String::from).collect::<Vec<_>>();
     text.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(' ').collect();
             let dash = f.iter().position(|x| *x == "-")?;
-            Some((
-                PathBuf::from(unescape_mount(f.get(4)?)),
-                f.get(dash + 1)?.to_string(),
-            ))
+            Some(MountEntry {
+                point: PathBuf::from(unescape_mount(f.get(4)?)),
+                kind: f.get(dash + 1)?.to_string(),
+                source: unescape_mount(f.get(dash + 2)?),
+                mount_opts: opts(f.get(5)?),
+                super_opts: opts(f.get(dash + 3)?),
+            })
         })
+        .collect()
+}
+
+/// Mount points and their filesystem types, from the mount table.
+pub fn mount_points() -> Vec<(PathBuf, String)> {
+    mount_table()
+        .into_iter()
+        .map(|e| (e.point, e.kind))
         .collect()
 }
 

@@ -5,9 +5,7 @@
 //! writes while read-only; nosuid, nodev, noexec and the atime flags are the kernel mount's.
 //! Whatever else would change how the mount behaves is refused.
 
-use std::ffi::CString;
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,33 +14,11 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use super::options::{split_escaped, split_options};
 use super::record::{self, MountRecord};
-use super::{control, unescape_mount, MountRequest};
+use super::{control, mount_table, MountEntry, MountRequest};
 
-/// What the mount table says of a mount: its per-mount options and its superblock's.
-struct Table {
-    mount_opts: Vec<String>,
-    super_opts: Vec<String>,
-    source: String,
-}
-
-fn table_entry(mp: &Path) -> Option<(String, Table)> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    text.lines().rev().find_map(|l| {
-        let f: Vec<&str> = l.split(' ').collect();
-        let dash = f.iter().position(|x| *x == "-")?;
-        if Path::new(&unescape_mount(f.get(4)?)) != mp {
-            return None;
-        }
-        let opts = |s: &str| s.split(',').map(String::from).collect::<Vec<_>>();
-        Some((
-            f.get(dash + 1)?.to_string(),
-            Table {
-                mount_opts: opts(f.get(5)?),
-                super_opts: opts(f.get(dash + 3)?),
-                source: unescape_mount(f.get(dash + 2)?),
-            },
-        ))
-    })
+/// The newest mount on `mp`, as the mount table shows it.
+fn table_entry(mp: &Path) -> Option<MountEntry> {
+    mount_table().into_iter().rev().find(|e| e.point == mp)
 }
 
 /// The kernel mount flags that remount may set, by option name: (flag, set or clear).
@@ -99,7 +75,7 @@ fn same_paths(key: &str, val: &str, have: &[PathBuf]) -> Result<()> {
 
 /// Check the options of a remount of `rec`'s mount (`t` from the mount table) and say what
 /// they ask for; anything it cannot do is refused with a line naming it.
-fn wanted(opts: &[String], rec: &MountRecord, t: &Table) -> Result<Wanted> {
+fn wanted(opts: &[String], rec: &MountRecord, t: &MountEntry) -> Result<Wanted> {
     let has = |list: &[String], o: &str| list.iter().any(|x| x == o);
     let mut read_only = has(&t.super_opts, "ro");
     let mut flags: libc::c_ulong = 0;
@@ -200,32 +176,26 @@ fn tell_daemon(rec: &MountRecord, read_only: bool) -> Result<()> {
     }
 }
 
-fn mount_remount(mp: &Path, flags: libc::c_ulong) -> std::io::Result<()> {
-    let target = CString::new(mp.as_os_str().as_bytes())?;
-    let r = unsafe {
-        libc::mount(
-            std::ptr::null(),
-            target.as_ptr(),
-            std::ptr::null(),
-            libc::MS_REMOUNT | flags,
-            std::ptr::null(),
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+fn mount_remount(mp: &Path, flags: libc::c_ulong) -> nix::Result<()> {
+    use nix::mount::MsFlags;
+    nix::mount::mount(
+        None::<&str>,
+        mp,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::from_bits_retain(flags),
+        None::<&str>,
+    )
 }
 
 pub fn remount(req: &MountRequest) -> Result<()> {
     let mp = std::fs::canonicalize(&req.mountpoint)
         .map_err(|e| anyhow!("remount {}: {}", req.mountpoint.display(), e))?;
     let t = match table_entry(&mp) {
-        Some((kind, t)) if kind == "fuse.strata" => t,
-        Some((kind, _)) => bail!(
-            "remount: {} is not a strata mount (it is a {kind} mount)",
-            mp.display()
+        Some(t) if t.kind == "fuse.strata" => t,
+        Some(t) => bail!(
+            "remount: {} is not a strata mount (it is a {} mount)",
+            mp.display(),
+            t.kind
         ),
         None => bail!(
             "remount: {} is not a strata mount (nothing is mounted there)",

@@ -24,15 +24,15 @@ mod passthrough;
 pub use convert::{attr, kind_of};
 use convert::{caller, done, err, id, set_time, xattr_reply};
 use passthrough::{flush_if_written, BackingMap, Served};
+// The access ACL: setting it sets the mode too (its owner, group or mask, and other entries
+// are the mode's bits), which the kernel, seeing only an xattr change, keeps cached as it was.
+use crate::union::acl::ACCESS as ACCESS_ACL;
 
 /// How long the kernel may cache entries (negative ones too) and attributes. Lower layers are
 /// immutable and every change to the upper goes through this daemon, whose replies keep the
 /// kernel's caches right; as with overlayfs, changing the layers behind a live mount is not
 /// supported.
 const TTL: Duration = Duration::from_secs(24 * 3600);
-/// The access ACL: setting it sets the mode too (its owner, group or mask, and other entries
-/// are the mode's bits), which the kernel, seeing only an xattr change, keeps cached as it was.
-const ACCESS_ACL: &str = "system.posix_acl_access";
 /// Grafts are directories and files of the host, which may change behind the mount at any
 /// time: nothing of them is cached.
 const NO_TTL: Duration = Duration::ZERO;
@@ -727,7 +727,7 @@ impl Filesystem for StrataFs {
             Ok(v) => xattr_reply(reply, size, &v),
             // The kernel checks access by what this answers, and takes "not supported" (a
             // layer on a filesystem without ACLs) for an error: such a file has no ACL.
-            Err(libc::EOPNOTSUPP) if self.posix_acl && crate::union::idmap::is_acl_xattr(name) => {
+            Err(libc::EOPNOTSUPP) if self.posix_acl && crate::union::acl::is_acl_xattr(name) => {
                 reply.error(Errno::ENODATA)
             }
             Err(e) => reply.error(err(e)),

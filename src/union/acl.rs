@@ -14,13 +14,20 @@ use crate::sys::{self, Res};
 pub const ACCESS: &str = "system.posix_acl_access";
 pub const DEFAULT: &str = "system.posix_acl_default";
 
+/// The xattrs' format (version 2: a 4-byte header, then 8-byte entries of tag, permissions
+/// and id), shared with the id mapping of ACL entries (see idmap).
 const VERSION: u32 = 2;
 const USER_OBJ: u16 = 0x01;
-const USER: u16 = 0x02;
+pub const USER: u16 = 0x02;
 const GROUP_OBJ: u16 = 0x04;
-const GROUP: u16 = 0x08;
+pub const GROUP: u16 = 0x08;
 const MASK: u16 = 0x10;
 const OTHER: u16 = 0x20;
+
+/// One of the two POSIX ACL xattrs.
+pub fn is_acl_xattr(name: &OsStr) -> bool {
+    name == ACCESS || name == DEFAULT
+}
 
 /// A new entry's mode and the ACLs it is made with.
 #[derive(Debug, PartialEq)]

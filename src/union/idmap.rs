@@ -104,13 +104,7 @@ impl Owners {
     }
 }
 
-const ACL_XATTRS: [&str; 2] = ["system.posix_acl_access", "system.posix_acl_default"];
-const ACL_USER: u16 = 0x02;
-const ACL_GROUP: u16 = 0x08;
-
-pub fn is_acl_xattr(name: &std::ffi::OsStr) -> bool {
-    ACL_XATTRS.iter().any(|a| name == *a)
-}
+use super::acl::{GROUP as ACL_GROUP, USER as ACL_USER};
 
 /// Rewrite the ids of a POSIX ACL xattr value (version 2: a 4-byte header, then 8-byte entries
 /// of tag, permissions and id) with `user` and `group`; a value of another shape is EINVAL.

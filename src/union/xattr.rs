@@ -5,7 +5,8 @@
 use std::ffi::{OsStr, OsString};
 use std::os::fd::AsRawFd;
 
-use super::idmap::{is_acl_xattr, map_acl};
+use super::acl::is_acl_xattr;
+use super::idmap::map_acl;
 use super::layer::is_private_xattr;
 use super::Union;
 use crate::sys::{self, Res};
