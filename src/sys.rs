@@ -354,6 +354,18 @@ pub fn fstatvfs(fd: RawFd) -> Res<libc::statvfs> {
     Ok(s)
 }
 
+/// The statx attributes of `fd` (which may be O_PATH) that its filesystem knows of.
+pub fn attributes(fd: RawFd) -> Res<u64> {
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    check(unsafe { libc::statx(fd, c"".as_ptr(), libc::AT_EMPTY_PATH, 0, &mut stx) })?;
+    Ok(stx.stx_attributes & stx.stx_attributes_mask)
+}
+
+/// An ioctl whose argument is a buffer: `buf` must be as long as `cmd` reads or writes.
+pub fn ioctl_buf(fd: RawFd, cmd: u32, buf: &mut [u8]) -> Res<()> {
+    check(unsafe { libc::ioctl(fd, cmd as libc::Ioctl, buf.as_mut_ptr()) }).map(drop)
+}
+
 /// Copy `len` bytes of `src` to `dst`, keeping holes: only the data extents are copied
 /// (SEEK_DATA/SEEK_HOLE), each through copy_file_range so the kernel can clone or reflink.
 pub fn copy_data(src: RawFd, dst: RawFd, len: u64) -> Res<()> {

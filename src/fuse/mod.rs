@@ -9,9 +9,9 @@ use std::time::{Duration, SystemTime};
 
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    INodeNo, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::union::dir::{Caller, NewEntry};
@@ -825,6 +825,38 @@ impl Filesystem for StrataFs {
         );
         let (_, fs, _) = self.tree.route(id(ino));
         done(reply, fs.fallocate(fh.0, offset, length, mode))
+    }
+
+    /// Inode flags (chattr, lsattr, xfs_io chattr): the kernel asks through FUSE_IOCTL with an
+    /// argument of the command's own size; every other ioctl is not one of a filesystem's.
+    fn ioctl(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: IoctlFlags,
+        cmd: u32,
+        in_data: &[u8],
+        out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        log::debug!(
+            "ioctl {} fh {} {cmd:#x} in {} out {out_size}",
+            ino.0,
+            fh.0,
+            in_data.len()
+        );
+        let (_, fs, local) = self.tree.route(id(ino));
+        match fs.fileattr(local, cmd, in_data) {
+            Ok(out) => {
+                if crate::union::fileattr::sets(cmd) {
+                    // The upper file's ctime moved; the cached one is stale.
+                    self.forget_attributes(ino);
+                }
+                reply.ioctl(0, &out[..out.len().min(out_size as usize)])
+            }
+            Err(e) => reply.error(err(e)),
+        }
     }
 
     fn lseek(

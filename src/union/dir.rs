@@ -372,6 +372,11 @@ impl Union {
         if !rmdir && is_dir {
             return Err(libc::EISDIR);
         }
+        if pst.upper {
+            // Before anything else, as the VFS does: where the entry is only lower, strata
+            // would otherwise create a whiteout, which an append-only directory allows.
+            super::fileattr::check_removal(self.layer(0).dir(&ppath)?.as_raw_fd())?;
+        }
         let id = self.ino_of(&found);
         if is_dir {
             let node_state = found.state(parent, name);

@@ -19,6 +19,7 @@ pub mod copy_up;
 pub mod dir;
 pub mod events;
 pub mod file;
+pub mod fileattr;
 pub mod graft;
 pub mod idmap;
 pub mod layer;
