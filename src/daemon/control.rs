@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use crate::union::atime::Atime;
 use crate::union::events::{Event, Sink};
 use crate::union::graft::Tree;
 
@@ -37,8 +38,9 @@ struct Sub {
 /// The subscribers of one mount, and what a remount request changes.
 pub struct Hub {
     /// `remount ro` / `remount rw` (from `strata ... -o remount`, once the kernel's mount is
-    /// read-only, or before it becomes writable): the daemon refuses writes, or takes them.
-    remount: Box<dyn Fn(bool) + Send + Sync>,
+    /// read-only, or before it becomes writable): the daemon refuses writes, or takes them;
+    /// `noatime`, `nodiratime` after it are the mount's atime options from then on.
+    remount: Box<dyn Fn(bool, Atime) + Send + Sync>,
     listening: Arc<AtomicBool>,
     subs: Mutex<Vec<Sub>>,
     next: AtomicU64,
@@ -100,7 +102,11 @@ impl Control {
 
 /// Serve the control socket in `own` (`WORKDIR/strata`, which this mount holds locked) and
 /// connect every union of `tree` to it. A remount request calls `remount` with read-only or not.
-pub fn start(own: &Path, tree: &Tree, remount: Box<dyn Fn(bool) + Send + Sync>) -> Result<Control> {
+pub fn start(
+    own: &Path,
+    tree: &Tree,
+    remount: Box<dyn Fn(bool, Atime) + Send + Sync>,
+) -> Result<Control> {
     let path = own.join(SOCKET);
     // Made under another name and renamed in once it is 0600: nobody can connect before.
     let tmp = own.join(format!("{SOCKET}.{}", std::process::id()));
@@ -146,12 +152,19 @@ fn client(hub: &Hub, s: UnixStream) {
     }
     let mut out = &s;
     if let Some(how) = line.trim().strip_prefix("remount ") {
-        let _ = match how {
-            "ro" | "rw" => {
-                (hub.remount)(how == "ro");
+        let mut words = how.split_whitespace();
+        let mode = words.next().unwrap_or("");
+        let atime: Vec<&str> = words.collect();
+        let known = atime.iter().all(|w| ["noatime", "nodiratime"].contains(w));
+        let _ = match mode {
+            "ro" | "rw" if known => {
+                (hub.remount)(mode == "ro", Atime::from_options(&atime));
                 writeln!(out, "ok")
             }
-            _ => writeln!(out, "error: remount {how:?}: expected ro or rw"),
+            _ => writeln!(
+                out,
+                "error: remount {how:?}: expected ro or rw, then noatime or nodiratime"
+            ),
         };
         return;
     }

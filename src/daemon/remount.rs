@@ -15,6 +15,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use super::options::{split_escaped, split_options};
 use super::record::{self, MountRecord};
 use super::{control, mount_table, MountEntry, MountRequest};
+use crate::union::atime::Atime;
 
 /// The newest mount on `mp`, as the mount table shows it.
 fn table_entry(mp: &Path) -> Option<MountEntry> {
@@ -145,7 +146,7 @@ fn wanted(opts: &[String], rec: &MountRecord, t: &MountEntry) -> Result<Wanted> 
 }
 
 /// Tell the daemon serving `rec` to refuse writes or to take them again.
-fn tell_daemon(rec: &MountRecord, read_only: bool) -> Result<()> {
+fn tell_daemon(rec: &MountRecord, read_only: bool, atime: Atime) -> Result<()> {
     let Some(work) = &rec.work else {
         // No upper: the daemon has never written and never will.
         return Ok(());
@@ -153,7 +154,12 @@ fn tell_daemon(rec: &MountRecord, read_only: bool) -> Result<()> {
     let own = work.join("strata");
     let sock = own.join(control::SOCKET);
     let (_dir, short) = control::short_path(&own, &sock)?;
-    let what = if read_only { "ro" } else { "rw" };
+    let mut what = String::from(if read_only { "ro" } else { "rw" });
+    for (on, name) in [(atime.noatime, "noatime"), (atime.nodiratime, "nodiratime")] {
+        if on {
+            what = format!("{what} {name}");
+        }
+    }
     let ask = || -> std::io::Result<String> {
         let mut s = UnixStream::connect(&short)?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -217,16 +223,25 @@ pub fn remount(req: &MountRequest) -> Result<()> {
         );
     }
     let flags = w.flags | if w.read_only { libc::MS_RDONLY } else { 0 };
+    // What the mount's atime options are afterwards: the kernel keeps its atime flag when the
+    // remount names none.
+    let atime = Atime {
+        noatime: match w.flags & (libc::MS_NOATIME | libc::MS_RELATIME | libc::MS_STRICTATIME) {
+            0 => t.mount_opts.iter().any(|o| o == "noatime"),
+            f => f == libc::MS_NOATIME,
+        },
+        nodiratime: w.flags & libc::MS_NODIRATIME != 0,
+    };
     let kernel =
         |flags| mount_remount(&mp, flags).with_context(|| format!("remount of {}", mp.display()));
     if w.read_only {
         // The kernel first: from then on no write reaches the daemon.
         kernel(flags)?;
-        tell_daemon(&rec, true)
+        tell_daemon(&rec, true, atime)
     } else {
-        tell_daemon(&rec, false)?;
+        tell_daemon(&rec, false, atime)?;
         kernel(flags).inspect_err(|_| {
-            let _ = tell_daemon(&rec, rec.read_only);
+            let _ = tell_daemon(&rec, rec.read_only, Atime::from_options(&t.mount_opts));
         })
     }
 }

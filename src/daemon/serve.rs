@@ -172,6 +172,7 @@ pub(super) fn serve(layout: &Layout, source: Option<&str>, notify: Option<&Owned
             }
         };
     let tree = Arc::new(tree);
+    tree.set_atime(union::atime::Atime::from_options(&o.kernel_flags));
     // FUSE_POSIX_ACL turns the kernel's default_permissions on: unprivileged mounts without
     // it check permissions in the daemon (union::access) and keep doing so.
     let posix_acl = !o.noacl && (root || o.default_permissions);
@@ -200,8 +201,9 @@ pub(super) fn serve(layout: &Layout, source: Option<&str>, notify: Option<&Owned
     let control = match &layout.work {
         Some(w) => match control::start(&w.join("strata"), &tree, {
             let (tree, mountpoint) = (tree.clone(), layout.mountpoint.clone());
-            Box::new(move |ro| {
+            Box::new(move |ro, atime| {
                 tree.set_read_only(ro);
+                tree.set_atime(atime);
                 super::record::set_read_only(&mountpoint, ro);
                 log::info!(
                     "remounted {}: {}",

@@ -149,7 +149,7 @@ impl Union {
                         0o600,
                     )?;
                     if data {
-                        let s = sys::openat(sfd, sname, libc::O_RDONLY, 0)?;
+                        let s = sys::openat(sfd, sname, libc::O_RDONLY | libc::O_NOATIME, 0)?;
                         sys::copy_data(s.as_raw_fd(), d.as_raw_fd(), sst.st_size as u64)?;
                     }
                     self.finish_copy(work, &tmp, sst, Some((sfd, sname)))?;

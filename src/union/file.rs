@@ -27,6 +27,19 @@ pub enum SetTime {
     Now,
 }
 
+/// The open(2) flags that mean something for an existing file.
+const OPEN_FLAGS: i32 = libc::O_ACCMODE
+    | libc::O_APPEND
+    | libc::O_NONBLOCK
+    | libc::O_DSYNC
+    | libc::O_SYNC
+    | libc::O_DIRECT
+    | libc::O_LARGEFILE
+    | libc::O_NOATIME
+    | libc::O_TRUNC
+    | libc::O_DIRECTORY
+    | libc::O_NOFOLLOW;
+
 /// A file capability: dropped with the set-user-ID bit.
 const CAPABILITY_XATTR: &str = "security.capability";
 
@@ -145,9 +158,26 @@ impl Union {
     fn open_top(&self, id: u64, flags: i32) -> Res<(OwnedFd, usize)> {
         let (st, path) = self.resolve(id)?;
         let (layer, parent, name) = self.top_of(&st, &path);
-        let dfd = self.layer(layer).dir(&parent)?;
         let keep = !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY);
-        Ok((sys::openat(dfd.as_raw_fd(), &name, flags & keep, 0)?, layer))
+        let noatime = self.noatime(layer, false);
+        if noatime != 0 {
+            if let Some(root) = self.noatime_root(layer) {
+                let rel = parent.join(&name);
+                // openat2 refuses what open(2) ignores (the kernel's __FMODE_EXEC of an exec).
+                let flags = flags & keep & OPEN_FLAGS;
+                // A path past PATH_MAX is opened below (its directory walked name by name),
+                // with O_NOATIME only.
+                match sys::openat2(root.as_raw_fd(), &rel, flags, 0, sys::RESOLVE_SAFE) {
+                    Err(libc::ENAMETOOLONG) => {}
+                    r => return Ok((r?, layer)),
+                }
+            }
+        }
+        let dfd = self.layer(layer).dir(&parent)?;
+        Ok((
+            sys::openat(dfd.as_raw_fd(), &name, flags & keep | noatime, 0)?,
+            layer,
+        ))
     }
 
     pub fn handle(&self, fh: u64) -> Res<Arc<Handle>> {

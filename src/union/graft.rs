@@ -78,6 +78,13 @@ impl Tree {
         }
     }
 
+    /// The mount's atime options, at mount and after a remount: every union follows them.
+    pub fn set_atime(&self, a: super::atime::Atime) {
+        for u in self.unions() {
+            u.set_atime(a);
+        }
+    }
+
     /// Every union of the tree: the image's, then each graft's.
     pub fn unions(&self) -> impl Iterator<Item = &Arc<Union>> {
         self.parts.iter().map(|p| &p.fs)

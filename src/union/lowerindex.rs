@@ -54,7 +54,7 @@ impl DirIndex {
             opaque: false,
             redirect: Ok(None),
         };
-        for (name, dtype, ino) in sys::read_dir(dirfd)? {
+        for (name, dtype, ino) in sys::read_dir_flags(dirfd, libc::O_NOATIME)? {
             let b = name.as_bytes();
             if b == WH_OPAQUE.as_bytes() {
                 idx.opaque = true;

@@ -15,6 +15,7 @@
 
 pub mod access;
 pub mod acl;
+pub mod atime;
 pub mod copy_up;
 pub mod dir;
 pub mod events;
@@ -227,6 +228,8 @@ pub struct Union {
     pub events: events::Events,
     /// Read-only now: `opts.read_only`, until a remount changes it (see `set_read_only`).
     read_only: AtomicBool,
+    /// The mount's noatime and nodiratime (see atime).
+    atime: atime::AtimeState,
 }
 
 fn is_dir(st: &libc::stat) -> bool {
@@ -242,6 +245,7 @@ impl Union {
         opts: Options,
     ) -> Res<Union> {
         let opts_read_only = opts.read_only;
+        let lowers_len = lowers.len();
         let u = Union {
             upper,
             lowers,
@@ -262,6 +266,7 @@ impl Union {
             unsynced_dirs: DashSet::new(),
             events: events::Events::default(),
             read_only: AtomicBool::new(opts_read_only),
+            atime: atime::AtimeState::new(1 + lowers_len),
         };
         let lowers: Vec<Loc> = (1..=u.lowers.len())
             .map(|layer| Loc {

@@ -44,8 +44,9 @@ impl Union {
             // This layer's visible entries and the names its whiteouts hide below it.
             let (entries, new_hidden) = if layer == 0 {
                 let fd = self.layer(0).dir(&lpath)?;
-                let r =
-                    upper_listing(fd.as_raw_fd(), self.opts.plain, !self.opts.kernel_whiteouts)?;
+                let oci = !self.opts.kernel_whiteouts;
+                let noatime = self.noatime(0, true);
+                let r = upper_listing(fd.as_raw_fd(), self.opts.plain, oci, noatime)?;
                 upper_fd = Some(fd);
                 r
             } else {
@@ -169,10 +170,10 @@ type Listing = (Vec<(OsString, u8, u64)>, Vec<OsString>);
 /// The upper directory's entries, without whiteouts, and the names those whiteouts hide
 /// (in a plain tree: every entry, nothing hidden). `.wh.` names are whiteouts only in an upper
 /// of the OCI format (`oci`); in the kernel's they are entries like any other.
-fn upper_listing(fd: i32, plain: bool, oci: bool) -> Res<Listing> {
+fn upper_listing(fd: i32, plain: bool, oci: bool, noatime: i32) -> Res<Listing> {
     let mut entries = Vec::new();
     let mut hidden = Vec::new();
-    for (name, dtype, dino) in sys::read_dir(fd)? {
+    for (name, dtype, dino) in sys::read_dir_flags(fd, noatime)? {
         if plain {
             entries.push((name, dtype, dino));
             continue;
