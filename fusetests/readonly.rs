@@ -83,19 +83,6 @@ fn ro_option_with_an_upper_is_read_only_and_writes_nothing() {
     );
 }
 
-/// `mount -o remount,ro MNT` / `remount,rw` through util-linux, mount.fuse3 and strata, on a
-/// mount's path; must succeed. Its stdout (of `then`, see mount_helper_cmd).
-fn remount(mnt: &std::path::Path, opts: &str, then: &str) -> String {
-    let mut cmd = mount_helper_cmd(
-        &[os("-o").as_os_str(), os(opts).as_os_str(), mnt.as_os_str()],
-        then,
-    );
-    let desc = format!("mount -o {opts} {}", mnt.display());
-    let out = run_cmd(&mut cmd, CMD_TIMEOUT);
-    assert!(out.ok(), "{desc} failed:\n{}", out.describe());
-    out.stdout
-}
-
 fn is_read_only(p: &std::path::Path) -> bool {
     statvfs(p).unwrap().f_flag & libc::ST_RDONLY != 0
 }
@@ -116,7 +103,7 @@ fn mount_o_remount_ro_makes_the_mount_read_only_and_rw_writable_again() {
     let m = remount_fixture().mount();
     m.run(|c| write(c.p("before"), "b"));
     let upper_before = host_snapshot(m.upper.as_ref().unwrap());
-    remount(&m.mnt, "remount,ro", "");
+    remount_o(&m.mnt, "remount,ro", "");
     assert!(
         is_read_only(&m.mnt),
         "statvfs: not read-only after remount,ro"
@@ -126,7 +113,7 @@ fn mount_o_remount_ro_makes_the_mount_read_only_and_rw_writable_again() {
         assert_eq!(read(c.p("before")), "b");
     });
     assert_snapshot_unchanged(&upper_before, m.upper.as_ref().unwrap(), "upper");
-    remount(&m.mnt, "remount,rw", "");
+    remount_o(&m.mnt, "remount,rw", "");
     assert!(!is_read_only(&m.mnt), "statvfs: read-only after remount,rw");
     m.run(|c| {
         write(c.p("after"), "a");
@@ -144,7 +131,7 @@ fn a_mount_started_ro_writes_after_remount_rw() {
     let m = remount_fixture().opt("ro").mount();
     m.run(|c| every_write_is_erofs(&c));
     let mnt = m.mnt.display().to_string();
-    remount(
+    remount_o(
         &m.mnt,
         "remount,rw",
         &format!("printf n > '{mnt}/new' && rm '{mnt}/d/x'"),
@@ -155,7 +142,7 @@ fn a_mount_started_ro_writes_after_remount_rw() {
         assert!(!exists(c.p("d/x")));
         assert_upper_whiteout(&c.u(""), "d/x");
     });
-    remount(&m.mnt, "remount,ro", "");
+    remount_o(&m.mnt, "remount,ro", "");
     m.run(|c| every_write_is_erofs(&c));
 }
 
@@ -164,7 +151,7 @@ fn a_mount_started_ro_writes_after_remount_rw() {
 fn remount_sets_per_mount_flags() {
     let m = remount_fixture().mount();
     let mnt = m.mnt.display().to_string();
-    let opts = remount(
+    let opts = remount_o(
         &m.mnt,
         "remount,nosuid,nodev,noexec",
         &format!("findmnt -n -o VFS-OPTIONS --mountpoint '{mnt}'"),

@@ -372,9 +372,10 @@ pub fn attributes(fd: RawFd) -> Res<u64> {
 }
 
 /// A detached copy of the mount tree at `dirfd` (open_tree(2) OPEN_TREE_CLONE, with what is
-/// mounted below it) on which reads never stamp an access time (MOUNT_ATTR_NOATIME). Needs
-/// CAP_SYS_ADMIN over the mount namespace.
-pub fn clone_noatime(dirfd: RawFd) -> Res<OwnedFd> {
+/// mounted below it) whose reads stamp access times as `atime` says (one of the
+/// MOUNT_ATTR_*ATIME values, with MOUNT_ATTR_NODIRATIME or not). Needs CAP_SYS_ADMIN over the
+/// mount namespace.
+pub fn clone_mount(dirfd: RawFd, atime: u64) -> Res<OwnedFd> {
     let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_EMPTY_PATH as u32;
     let flags = flags | libc::AT_RECURSIVE as u32;
     let r = unsafe { libc::syscall(libc::SYS_open_tree, dirfd, c"".as_ptr(), flags) };
@@ -382,23 +383,27 @@ pub fn clone_noatime(dirfd: RawFd) -> Res<OwnedFd> {
         return Err(last());
     }
     let fd = unsafe { OwnedFd::from_raw_fd(r as RawFd) };
+    set_mount_atime(fd.as_raw_fd(), atime)?;
+    Ok(fd)
+}
+
+/// Change how the mounts at and below `fd` (a detached copy from clone_mount) stamp access
+/// times: open files there follow the new rule too, as after a remount.
+pub fn set_mount_atime(fd: RawFd, atime: u64) -> Res<()> {
     let mut attr: libc::mount_attr = unsafe { std::mem::zeroed() };
-    attr.attr_set = libc::MOUNT_ATTR_NOATIME;
-    attr.attr_clr = libc::MOUNT_ATTR__ATIME;
+    attr.attr_set = atime;
+    attr.attr_clr = libc::MOUNT_ATTR__ATIME | libc::MOUNT_ATTR_NODIRATIME & !atime;
     let r = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
-            fd.as_raw_fd(),
+            fd,
             c"".as_ptr(),
             libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
             &attr as *const libc::mount_attr,
             std::mem::size_of::<libc::mount_attr>(),
         )
     };
-    if r < 0 {
-        return Err(last());
-    }
-    Ok(fd)
+    check(r as i32).map(drop)
 }
 
 /// An ioctl whose argument is a buffer: `buf` must be as long as `cmd` reads or writes.

@@ -651,6 +651,19 @@ fn unescape_mountinfo(s: &str) -> Vec<u8> {
 /// host's /usr/local/bin is untouched. A remount's read-only flag is the superblock's, seen in
 /// every namespace; per-mount flags (nosuid, ...) change the namespace's copy of the mount, so
 /// `then` (a shell command line, run in that namespace after mount) can look at them.
+/// `mount -o OPTS MNT` (a remount, through strata's mount helper), then the shell command
+/// `then` in the same mount namespace; its stdout. Fails the test when it fails.
+pub fn remount_o(mnt: &Path, opts: &str, then: &str) -> String {
+    let mut cmd = mount_helper_cmd(
+        &[os("-o").as_os_str(), os(opts).as_os_str(), mnt.as_os_str()],
+        then,
+    );
+    let desc = format!("mount -o {opts} {}", mnt.display());
+    let out = run_cmd(&mut cmd, CMD_TIMEOUT);
+    assert!(out.ok(), "{desc} failed:\n{}", out.describe());
+    out.stdout
+}
+
 pub fn mount_helper_cmd(args: &[&OsStr], then: &str) -> Command {
     let script = format!(
         "mount -t tmpfs -o mode=0755 strata-under-test /usr/local/bin && \

@@ -155,7 +155,9 @@ fn client(hub: &Hub, s: UnixStream) {
         let mut words = how.split_whitespace();
         let mode = words.next().unwrap_or("");
         let atime: Vec<&str> = words.collect();
-        let known = atime.iter().all(|w| ["noatime", "nodiratime"].contains(w));
+        let known = atime
+            .iter()
+            .all(|w| ["noatime", "relatime", "strictatime", "nodiratime"].contains(w));
         let _ = match mode {
             "ro" | "rw" if known => {
                 (hub.remount)(mode == "ro", Atime::from_options(&atime));
@@ -163,7 +165,7 @@ fn client(hub: &Hub, s: UnixStream) {
             }
             _ => writeln!(
                 out,
-                "error: remount {how:?}: expected ro or rw, then noatime or nodiratime"
+                "error: remount {how:?}: expected ro or rw, then noatime, relatime or strictatime, and nodiratime"
             ),
         };
         return;

@@ -15,7 +15,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use super::options::{split_escaped, split_options};
 use super::record::{self, MountRecord};
 use super::{control, mount_table, MountEntry, MountRequest};
-use crate::union::atime::Atime;
+use crate::union::atime::{Atime, Mode};
 
 /// The newest mount on `mp`, as the mount table shows it.
 fn table_entry(mp: &Path) -> Option<MountEntry> {
@@ -154,12 +154,11 @@ fn tell_daemon(rec: &MountRecord, read_only: bool, atime: Atime) -> Result<()> {
     let own = work.join("strata");
     let sock = own.join(control::SOCKET);
     let (_dir, short) = control::short_path(&own, &sock)?;
-    let mut what = String::from(if read_only { "ro" } else { "rw" });
-    for (on, name) in [(atime.noatime, "noatime"), (atime.nodiratime, "nodiratime")] {
-        if on {
-            what = format!("{what} {name}");
-        }
-    }
+    let what = format!(
+        "{} {}",
+        if read_only { "ro" } else { "rw" },
+        atime.options()
+    );
     let ask = || -> std::io::Result<String> {
         let mut s = UnixStream::connect(&short)?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -226,9 +225,11 @@ pub fn remount(req: &MountRequest) -> Result<()> {
     // What the mount's atime options are afterwards: the kernel keeps its atime flag when the
     // remount names none.
     let atime = Atime {
-        noatime: match w.flags & (libc::MS_NOATIME | libc::MS_RELATIME | libc::MS_STRICTATIME) {
-            0 => t.mount_opts.iter().any(|o| o == "noatime"),
-            f => f == libc::MS_NOATIME,
+        mode: match w.flags & (libc::MS_NOATIME | libc::MS_RELATIME | libc::MS_STRICTATIME) {
+            0 => Atime::from_mountinfo(&t.mount_opts).mode,
+            libc::MS_NOATIME => Mode::No,
+            libc::MS_STRICTATIME => Mode::Strict,
+            _ => Mode::Relatime,
         },
         nodiratime: w.flags & libc::MS_NODIRATIME != 0,
     };
@@ -241,7 +242,7 @@ pub fn remount(req: &MountRequest) -> Result<()> {
     } else {
         tell_daemon(&rec, false, atime)?;
         kernel(flags).inspect_err(|_| {
-            let _ = tell_daemon(&rec, rec.read_only, Atime::from_options(&t.mount_opts));
+            let _ = tell_daemon(&rec, rec.read_only, Atime::from_mountinfo(&t.mount_opts));
         })
     }
 }

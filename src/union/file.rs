@@ -160,17 +160,20 @@ impl Union {
         let (layer, parent, name) = self.top_of(&st, &path);
         let keep = !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY);
         let noatime = self.noatime(layer, false);
-        if noatime != 0 {
-            if let Some(root) = self.noatime_root(layer) {
-                let rel = parent.join(&name);
-                // openat2 refuses what open(2) ignores (the kernel's __FMODE_EXEC of an exec).
-                let flags = flags & keep & OPEN_FLAGS;
-                // A path past PATH_MAX is opened below (its directory walked name by name),
-                // with O_NOATIME only.
-                match sys::openat2(root.as_raw_fd(), &rel, flags, 0, sys::RESOLVE_SAFE) {
-                    Err(libc::ENAMETOOLONG) => {}
-                    r => return Ok((r?, layer)),
-                }
+        let root = if noatime != 0 {
+            self.noatime_root(layer)
+        } else {
+            self.stamping_root(false)
+        };
+        if let Some(root) = root {
+            let rel = parent.join(&name);
+            // openat2 refuses what open(2) ignores (the kernel's __FMODE_EXEC of an exec).
+            let flags = flags & keep & OPEN_FLAGS;
+            // A path past PATH_MAX is opened below (its directory walked name by name), by
+            // the rule of the layer's own mount (with O_NOATIME where there should be none).
+            match sys::openat2(root.as_raw_fd(), &rel, flags, 0, sys::RESOLVE_SAFE) {
+                Err(libc::ENAMETOOLONG) => {}
+                r => return Ok((r?, layer)),
             }
         }
         let dfd = self.layer(layer).dir(&parent)?;

@@ -43,7 +43,7 @@ impl Union {
         for (layer, lpath) in stack {
             // This layer's visible entries and the names its whiteouts hide below it.
             let (entries, new_hidden) = if layer == 0 {
-                let fd = self.layer(0).dir(&lpath)?;
+                let fd = self.upper_dir_to_list(&lpath)?;
                 let oci = !self.opts.kernel_whiteouts;
                 let noatime = self.noatime(0, true);
                 let r = upper_listing(fd.as_raw_fd(), self.opts.plain, oci, noatime)?;
