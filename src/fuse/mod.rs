@@ -20,6 +20,7 @@ use crate::union::graft::Tree;
 use crate::union::ROOT_ID;
 
 mod convert;
+mod near;
 mod passthrough;
 pub use convert::{attr, kind_of};
 use convert::{caller, done, err, id, set_time, xattr_reply};
@@ -226,6 +227,7 @@ impl Filesystem for StrataFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        near::follow(req.pid());
         log::debug!("lookup {} {:?}", parent.0, name);
         let r = self.tree.lookup(id(parent), name);
         if let Ok((_, st)) = &r {
@@ -242,7 +244,8 @@ impl Filesystem for StrataFs {
         fs.forget(local, nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        near::follow(req.pid());
         log::debug!("getattr {}", ino.0);
         let (_, fs, local) = self.tree.route(id(ino));
         let r = match fh {
@@ -294,7 +297,8 @@ impl Filesystem for StrataFs {
         }
     }
 
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        near::follow(req.pid());
         log::debug!("readlink {}", ino.0);
         let (_, fs, local) = self.tree.route(id(ino));
         match fs.readlink(local) {
@@ -337,6 +341,7 @@ impl Filesystem for StrataFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        near::follow(req.pid());
         log::debug!("mkdir {} {:?}", parent.0, name);
         self.new_entry(
             reply,
@@ -414,6 +419,7 @@ impl Filesystem for StrataFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        near::follow(req.pid());
         log::debug!("open {} {:#x}", ino.0, flags.0);
         let (_, fs, local) = self.tree.route(id(ino));
         let fh = match fs.open(local, flags.0, Some(&caller(req))) {
@@ -546,7 +552,8 @@ impl Filesystem for StrataFs {
     /// directory itself or sees its mtime change; for grafts, which the host may change, it
     /// checks the mtime at every read from the start (FUSE_AUTO_INVAL_DATA, attributes never
     /// cached). Listings belong to directories, not to handles (`Union::listing`).
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        near::follow(req.pid());
         log::debug!("opendir {}", ino.0);
         if self.no_opendir {
             return reply.error(Errno::ENOSYS);
@@ -570,12 +577,13 @@ impl Filesystem for StrataFs {
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        near::follow(req.pid());
         log::debug!("readdir {} @{offset}", ino.0);
         let (_, fs, local) = self.tree.route(id(ino));
         let (entries, from) = match fs.listing_at(local, offset) {
@@ -613,6 +621,7 @@ impl Filesystem for StrataFs {
         offset: u64,
         mut reply: fuser::ReplyDirectoryPlus,
     ) {
+        near::follow(req.pid());
         log::debug!("readdirplus {} @{offset}", ino.0);
         let (_, fs, local) = self.tree.route(id(ino));
         let (entries, from) = match fs.listing_at(local, offset) {
@@ -669,7 +678,8 @@ impl Filesystem for StrataFs {
         done(reply, fs.fsyncdir(local, datasync))
     }
 
-    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+    fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        near::follow(req.pid());
         log::debug!("statfs {}", ino.0);
         match self.tree.route(id(ino)).1.statfs() {
             Ok(s) => reply.statfs(
@@ -716,6 +726,7 @@ impl Filesystem for StrataFs {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        near::follow(req.pid());
         log::debug!("getxattr {} {:?} {size}", ino.0, name);
         // `ls -l` asks for a directory's ACL and security label before it lists it, and then
         // stats every entry: its listing should come with attributes from the first entry.
@@ -734,7 +745,8 @@ impl Filesystem for StrataFs {
         }
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        near::follow(req.pid());
         log::debug!("listxattr {} {size}", ino.0);
         let (_, fs, local) = self.tree.route(id(ino));
         match fs.listxattr(local) {
@@ -762,6 +774,7 @@ impl Filesystem for StrataFs {
 
     /// Only mounts without default_permissions get ACCESS: the kernel checks for the others.
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        near::follow(req.pid());
         log::debug!("access {} {:#o}", ino.0, mask.bits());
         let (_, fs, local) = self.tree.route(id(ino));
         done(reply, fs.access(local, mask.bits(), &caller(req)))
@@ -777,6 +790,7 @@ impl Filesystem for StrataFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        near::follow(req.pid());
         log::debug!("create {} {:?} {mode:o} {flags:#x}", parent.0, name);
         let what = NewEntry::File { flags };
         let (_, fs, local) = self.tree.route(id(parent));
