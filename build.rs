@@ -29,4 +29,8 @@ fn main() {
     // Relative relocations packed (DT_RELR, glibc 2.36 and binutils 2.38 on): fewer pages
     // written by the loader at every start.
     println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+    // The static initializers (.text.startup), cold code (.text.unlikely) and exit code
+    // (.text.exit) each kept together: a start faults in the pages of RocksDB's ~180
+    // initializers side by side instead of one page of code in each of its object files.
+    println!("cargo:rustc-link-arg-bins=-Wl,-z,keep-text-section-prefix");
 }

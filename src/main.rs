@@ -9,6 +9,7 @@ mod fuse;
 mod image;
 mod inode;
 mod launcher;
+mod start;
 mod state;
 mod sys;
 mod time;
@@ -339,6 +340,52 @@ struct Compat {
     args: MountArgs,
 }
 
+/// `strata mount ...` by itself. Mounting and unmounting are often a short process's whole
+/// work (a script, a container engine), so their parsers are built without every other
+/// verb's: building the whole command tree cost each of them about a third of a millisecond.
+#[derive(Parser)]
+#[command(
+    name = "strata mount",
+    about = "Mount the merged view of lower layers and an optional writable upper layer."
+)]
+struct MountVerb {
+    #[command(flatten)]
+    root: RootArg,
+    #[command(flatten)]
+    args: MountArgs,
+}
+
+/// `strata umount MOUNTPOINT` by itself (see `MountVerb`).
+#[derive(Parser)]
+#[command(
+    name = "strata umount",
+    about = "Unmount a strata mount and wait for its daemon to flush and exit."
+)]
+struct UmountVerb {
+    #[command(flatten)]
+    root: RootArg,
+    mountpoint: PathBuf,
+}
+
+/// Runs `strata mount` and `strata umount` through their own parsers; None for anything else.
+/// `mount_options`: the command line has `-o lowerdir=...`, so `umount` there is a mount's
+/// SOURCE (as mount.fuse3 passes it), not the verb.
+fn mount_verbs(argv: &[String], mount_options: bool) -> Option<anyhow::Result<()>> {
+    let first = argv.get(1).map(String::as_str)?;
+    let rest = std::iter::once(format!("strata {first}")).chain(argv[2..].iter().cloned());
+    match first {
+        "mount" => {
+            let v = MountVerb::parse_from(rest);
+            Some(mount(v.args, v.root))
+        }
+        "umount" if !mount_options => {
+            let v = UmountVerb::parse_from(rest);
+            Some(cli::mount::umount(&v.mountpoint))
+        }
+        _ => None,
+    }
+}
+
 fn grafts(a: &MountArgs) -> anyhow::Result<Vec<volume::spec::Graft>> {
     use volume::spec;
     let mut out = Vec::new();
@@ -477,6 +524,13 @@ fn real_main() {
         || argv.iter().any(|a| {
             a.starts_with("-olowerdir=") || a.starts_with("-o") && a.contains(",lowerdir=")
         });
+    if let Some(result) = mount_verbs(&argv, mount_options) {
+        if let Err(e) = result {
+            eprintln!("strata: {}", format!("{e:#}").replace('\n', " "));
+            finish(1);
+        }
+        return;
+    }
     // Built once: building clap's command for every verb is a good part of a short command.
     let mut command = <Cli as clap::CommandFactory>::command();
     let is_verb = (first == "mount" || !mount_options)
