@@ -86,6 +86,8 @@ impl Hub {
 /// The control socket of a running mount; the socket file goes with it.
 pub struct Control {
     path: PathBuf,
+    /// Listening, with nobody accepting yet (see `serve`).
+    pending: Option<(UnixListener, Arc<Hub>)>,
 }
 
 impl Drop for Control {
@@ -98,10 +100,35 @@ impl Control {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Start accepting. Until then a client's connection waits in the socket's backlog, so the
+    /// thread can start once the mount is reported live, outside the time its caller waits.
+    pub fn serve(&mut self) -> Result<()> {
+        let Some((listener, hub)) = self.pending.take() else {
+            return Ok(());
+        };
+        std::thread::Builder::new()
+            .name("strata-control".into())
+            .spawn(move || {
+                for conn in listener.incoming() {
+                    match conn {
+                        Ok(s) => {
+                            let hub = hub.clone();
+                            let _ = std::thread::Builder::new()
+                                .name("strata-trace".into())
+                                .spawn(move || client(&hub, s));
+                        }
+                        Err(e) => log::warn!("control socket: {e}"),
+                    }
+                }
+            })?;
+        Ok(())
+    }
 }
 
-/// Serve the control socket in `own` (`WORKDIR/strata`, which this mount holds locked) and
-/// connect every union of `tree` to it. A remount request calls `remount` with read-only or not.
+/// Listen on the control socket in `own` (`WORKDIR/strata`, which this mount holds locked) and
+/// connect every union of `tree` to it; `Control::serve` starts answering. A remount request
+/// calls `remount` with read-only or not.
 pub fn start(
     own: &Path,
     tree: &Tree,
@@ -126,22 +153,10 @@ pub fn start(
     for u in tree.unions() {
         u.events.connect(hub.listening.clone(), hub.clone());
     }
-    std::thread::Builder::new()
-        .name("strata-control".into())
-        .spawn(move || {
-            for conn in listener.incoming() {
-                match conn {
-                    Ok(s) => {
-                        let hub = hub.clone();
-                        let _ = std::thread::Builder::new()
-                            .name("strata-trace".into())
-                            .spawn(move || client(&hub, s));
-                    }
-                    Err(e) => log::warn!("control socket: {e}"),
-                }
-            }
-        })?;
-    Ok(Control { path })
+    Ok(Control {
+        path,
+        pending: Some((listener, hub)),
+    })
 }
 
 fn client(hub: &Hub, s: UnixStream) {

@@ -198,7 +198,7 @@ pub(super) fn serve(layout: &Layout, source: Option<&str>, notify: Option<&Owned
     }
     // `strata trace` finds this mount's control socket through utab (root) or the record
     // beside the pid file.
-    let control = match &layout.work {
+    let mut control = match &layout.work {
         Some(w) => match control::start(&w.join("strata"), &tree, {
             let (tree, mountpoint) = (tree.clone(), layout.mountpoint.clone());
             Box::new(move |ro, atime| {
@@ -280,6 +280,11 @@ pub(super) fn serve(layout: &Layout, source: Option<&str>, notify: Option<&Owned
     if let Some(n) = notify {
         let mut f = fs::File::from(n.try_clone()?);
         f.write_all(b"ok\n")?;
+    }
+    if let Some(c) = control.as_mut() {
+        if let Err(e) = c.serve() {
+            log::warn!("control socket not served (strata trace will not work): {e:#}");
+        }
     }
     spawn_signal_unmounter(layout.mountpoint.clone());
     let r = session.run();
