@@ -340,22 +340,10 @@ struct Compat {
     args: MountArgs,
 }
 
-/// `strata mount ...` by itself. Mounting and unmounting are often a short process's whole
-/// work (a script, a container engine), so their parsers are built without every other
-/// verb's: building the whole command tree cost each of them about a third of a millisecond.
-#[derive(Parser)]
-#[command(
-    name = "strata mount",
-    about = "Mount the merged view of lower layers and an optional writable upper layer."
-)]
-struct MountVerb {
-    #[command(flatten)]
-    root: RootArg,
-    #[command(flatten)]
-    args: MountArgs,
-}
-
-/// `strata umount MOUNTPOINT` by itself (see `MountVerb`).
+/// `strata umount MOUNTPOINT` by itself. Mounting and unmounting are often a short process's
+/// whole work (a script, a container engine), so they are parsed without building every other
+/// verb's parser (`mount_verbs`): the whole command tree cost each of them a third of a
+/// millisecond.
 #[derive(Parser)]
 #[command(
     name = "strata umount",
@@ -374,8 +362,16 @@ fn mount_verbs(argv: &[String], mount_options: bool) -> Option<anyhow::Result<()
     let first = argv.get(1).map(String::as_str)?;
     let rest = std::iter::once(format!("strata {first}")).chain(argv[2..].iter().cloned());
     match first {
+        // The fuse-overlayfs command line's parser, named as the verb.
         "mount" => {
-            let v = MountVerb::parse_from(rest);
+            let m = <Compat as clap::CommandFactory>::command()
+                .name("strata mount")
+                .about(
+                    "Mount the merged view of lower layers and an optional writable upper layer.",
+                )
+                .get_matches_from(rest);
+            let v =
+                <Compat as clap::FromArgMatches>::from_arg_matches(&m).unwrap_or_else(|e| e.exit());
             Some(mount(v.args, v.root))
         }
         "umount" if !mount_options => {
@@ -491,6 +487,12 @@ fn main() {
     finish(0)
 }
 
+/// Prints `e` as one line (its whole context chain) and ends the process with `code`.
+fn fail(e: &anyhow::Error, code: i32) -> ! {
+    eprintln!("strata: {}", format!("{e:#}").replace('\n', " "));
+    finish(code)
+}
+
 /// Ends the process once its output is flushed, skipping the C++ static destructors that
 /// RocksDB links in: they only free memory, and cost every short command about a millisecond.
 fn finish(code: i32) -> ! {
@@ -508,8 +510,7 @@ fn real_main() {
         .unwrap_or("");
     if prog.starts_with("umount.") {
         if let Err(e) = umount_helper(&argv[1..]) {
-            eprintln!("strata: {}", format!("{e:#}").replace('\n', " "));
-            finish(1);
+            fail(&e, 1);
         }
         return;
     }
@@ -525,11 +526,7 @@ fn real_main() {
             a.starts_with("-olowerdir=") || a.starts_with("-o") && a.contains(",lowerdir=")
         });
     if let Some(result) = mount_verbs(&argv, mount_options) {
-        if let Err(e) = result {
-            eprintln!("strata: {}", format!("{e:#}").replace('\n', " "));
-            finish(1);
-        }
-        return;
+        return result.unwrap_or_else(|e| fail(&e, 1));
     }
     // Built once: building clap's command for every verb is a good part of a short command.
     let mut command = <Cli as clap::CommandFactory>::command();
@@ -581,17 +578,11 @@ fn real_main() {
             Cmd::Image(c) => image_cmd(&root, c),
             Cmd::Run(a) => match cli::container::run(&root, *a) {
                 Ok(code) => finish(code),
-                Err(e) => {
-                    eprintln!("strata: {}", format!("{e:#}").replace('\n', " "));
-                    finish(125);
-                }
+                Err(e) => fail(&e, 125),
             },
             Cmd::Create(a) => match cli::container::create(&root, *a) {
                 Ok(()) => Ok(()),
-                Err(e) => {
-                    eprintln!("strata: {}", format!("{e:#}").replace('\n', " "));
-                    finish(125);
-                }
+                Err(e) => fail(&e, 125),
             },
             Cmd::Restart { time, containers } => cli::container::each(&containers, |c| {
                 container::verbs::stop(&root, c, time)?;
@@ -653,8 +644,6 @@ fn real_main() {
         mount(c.args, c.root)
     };
     if let Err(e) = result {
-        // One line: the whole context chain.
-        eprintln!("strata: {}", format!("{e:#}").replace('\n', " "));
-        finish(1);
+        fail(&e, 1);
     }
 }

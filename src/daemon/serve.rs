@@ -281,10 +281,10 @@ pub(super) fn serve(layout: &Layout, source: Option<&str>, notify: Option<&Owned
         let mut f = fs::File::from(n.try_clone()?);
         f.write_all(b"ok\n")?;
     }
-    if let Some(c) = control.as_mut() {
-        if let Err(e) = c.serve() {
-            log::warn!("control socket not served (strata trace will not work): {e:#}");
-        }
+    // A socket nobody would answer goes, so clients are refused instead of left waiting.
+    if let Some(Err(e)) = control.as_mut().map(|c| c.serve()) {
+        log::warn!("control socket not served (strata trace will not work): {e:#}");
+        control = None;
     }
     spawn_signal_unmounter(layout.mountpoint.clone());
     let r = session.run();

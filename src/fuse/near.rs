@@ -9,8 +9,9 @@
 //! a busybox tree: 49 ms split, 9 ms side by side). Kernel FUSE over io_uring answers this with
 //! a queue per CPU; over /dev/fuse a worker moves itself next to its caller instead, when a new
 //! caller shows up and then every millisecond for the caller's first 20 ms, and leaves its CPU
-//! mask as it was, so the scheduler stays free to move it again. Once the workers share the caller's CPU, the
-//! caller's wake-ups keep it there too (its own CPU is busy, the other one long idle).
+//! mask as it was, so the scheduler stays free to move it again. Once the workers share the
+//! caller's CPU, the caller's wake-ups keep it there too (its own CPU is busy, the other one
+//! long idle).
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -39,18 +40,15 @@ pub fn follow(pid: u32) {
     }
     let now = Instant::now();
     let due = LAST.with(|l| {
-        let due = match l.get() {
-            None => true,
-            Some((last, _, looked)) if last != pid => now.duration_since(looked) >= NEW_CALLER,
-            Some((_, since, looked)) => {
-                now.duration_since(since) < FOLLOW_FOR && now.duration_since(looked) >= SAME_CALLER
-            }
+        let (since, due) = match l.get() {
+            Some((last, since, looked)) if last == pid => (
+                since,
+                now.duration_since(since) < FOLLOW_FOR && now.duration_since(looked) >= SAME_CALLER,
+            ),
+            Some((_, _, looked)) => (now, now.duration_since(looked) >= NEW_CALLER),
+            None => (now, true),
         };
         if due {
-            let since = match l.get() {
-                Some((last, since, _)) if last == pid => since,
-                _ => now,
-            };
             l.set(Some((pid, since, now)));
         }
         due
