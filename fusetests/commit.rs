@@ -155,7 +155,7 @@ fn commit_makes_an_image_of_the_change_that_reads_back_as_the_container_saw_it()
             "cat /etc/new /home/.profile; ls /tmp; test ! -e /etc/group",
         ]);
         assert!(o.ok(), "{}", o.describe());
-        assert_eq!(o.stdout, "new\nprofile\np\n");
+        assert_eq!(o.stdout, "new\nprofile\np\n", "{}", o.describe());
         ok(&f, &["image", "umount", m.to_str().unwrap()]);
         // Saved, the layer tar is written again byte for byte: its sha256 is its diff_id.
         let saved = f.base.join("saved");
