@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
+    IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::union::dir::{Caller, NewEntry};
@@ -20,14 +20,13 @@ use crate::union::graft::Tree;
 use crate::union::ROOT_ID;
 
 mod convert;
+mod listing;
 mod near;
 mod passthrough;
-pub use convert::{attr, kind_of};
-use convert::{caller, done, err, id, set_time, xattr_reply};
+mod xattr;
+pub use convert::attr;
+use convert::{caller, done, err, id, set_time};
 use passthrough::{flush_if_written, BackingMap, Served};
-// The access ACL: setting it sets the mode too (its owner, group or mask, and other entries
-// are the mode's bits), which the kernel, seeing only an xattr change, keeps cached as it was.
-use crate::union::acl::ACCESS as ACCESS_ACL;
 
 /// How long the kernel may cache entries (negative ones too) and attributes. Lower layers are
 /// immutable and every change to the upper goes through this daemon, whose replies keep the
@@ -546,123 +545,30 @@ impl Filesystem for StrataFs {
         done(reply, self.tree.route(id(ino)).1.fsync(fh.0, datasync))
     }
 
-    /// Directories are opened by the kernel alone where it can (FUSE_NO_OPENDIR_SUPPORT): the
-    /// first OPENDIR is answered ENOSYS and no OPENDIR or RELEASEDIR follows. The kernel then
-    /// keeps listings (FOPEN_CACHE_DIR) of every directory, dropping one whenever it changes the
-    /// directory itself or sees its mtime change; for grafts, which the host may change, it
-    /// checks the mtime at every read from the start (FUSE_AUTO_INVAL_DATA, attributes never
-    /// cached). Listings belong to directories, not to handles (`Union::listing`).
-    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        near::follow(req.pid());
-        log::debug!("opendir {}", ino.0);
-        if self.no_opendir {
-            return reply.error(Errno::ENOSYS);
-        }
-        // An older kernel: the same, with a handle that stands for nothing. The kernel may keep
-        // merged listings, but not the grafts'.
-        let (part, fs, local) = self.tree.route(id(ino));
-        let cache = if part == 0 {
-            FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
-        } else {
-            FopenFlags::empty()
-        };
-        match fs.getattr(local) {
-            Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
-                reply.opened(FileHandle(0), cache)
-            }
-            Ok(_) => reply.error(Errno::ENOTDIR),
-            Err(e) => reply.error(err(e)),
-        }
+    fn opendir(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.open_directory(req, ino, flags, reply)
     }
 
     fn readdir(
         &self,
         req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
-        near::follow(req.pid());
-        log::debug!("readdir {} @{offset}", ino.0);
-        let (_, fs, local) = self.tree.route(id(ino));
-        let (entries, from) = match fs.listing_at(local, offset) {
-            Ok(r) => r,
-            Err(libc::ENOENT) => return reply.ok(), // removed while open: empty
-            Err(e) => return reply.error(err(e)),
-        };
-        for (off, name) in [(1u64, "."), (2, "..")].into_iter().skip(offset as usize) {
-            if reply.add(ino, off, FileType::Directory, name) {
-                return reply.ok();
-            }
-        }
-        for e in &entries[from..] {
-            if reply.add(INodeNo(e.ino), e.off, kind_of(e.kind), &e.name) {
-                break;
-            }
-        }
-        reply.ok();
+        self.list_directory(req, ino, fh, offset, reply)
     }
 
-    /// A listing with attributes costs a stat of every entry in its layer, which for a cold
-    /// lower is an inode read per entry: more than a walker like `find` or `du -s` that only
-    /// needs names and types (d_type) would ever pay on kernel overlayfs. The kernel
-    /// (READDIRPLUS_AUTO) asks for attributes with the first part of each listing, and for
-    /// later parts only when lookups in that directory followed. Threads not yet seen looking
-    /// up files are answered with "." and ".." alone, so the rest of the listing comes plain;
-    /// a thread that looks up (stats, opens) what it lists gets attributes from its next
-    /// directory on, with no lookup round trip per entry. fuser 0.18 cannot send entries
-    /// without attributes (its entries' d_ino is their node id), or this would be per entry.
     fn readdirplus(
         &self,
         req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
-        mut reply: fuser::ReplyDirectoryPlus,
+        reply: fuser::ReplyDirectoryPlus,
     ) {
-        near::follow(req.pid());
-        log::debug!("readdirplus {} @{offset}", ino.0);
-        let (_, fs, local) = self.tree.route(id(ino));
-        let (entries, from) = match fs.listing_at(local, offset) {
-            Ok(r) => r,
-            Err(libc::ENOENT) => return reply.ok(),
-            Err(e) => return reply.error(err(e)),
-        };
-        // "." and ".." carry no lookup: the kernel does not link them.
-        if offset < 2 {
-            let dir = match fs.getattr(local) {
-                Ok(st) => attr(&st),
-                Err(e) => return reply.error(err(e)),
-            };
-            for (off, name) in [(1u64, "."), (2, "..")].into_iter().skip(offset as usize) {
-                if reply.add(ino, off, name, self.ttl(id(ino)), &dir, Generation(0)) {
-                    return reply.ok();
-                }
-            }
-            if !self.users.contains(&req.pid()) {
-                return reply.ok();
-            }
-        }
-        for e in &entries[from..] {
-            // Each entry is a lookup, counted until the kernel forgets it.
-            let Ok((node, st)) = self.tree.lookup(id(ino), &e.name) else {
-                continue; // gone since the listing was taken
-            };
-            if reply.add(
-                INodeNo(node),
-                e.off,
-                &e.name,
-                self.ttl(node),
-                &attr(&st),
-                self.generation(node),
-            ) {
-                let (_, nfs, nlocal) = self.tree.route(node);
-                nfs.forget(nlocal, 1); // did not fit: not sent
-                break;
-            }
-        }
-        reply.ok();
+        self.list_directory_plus(req, ino, fh, offset, reply)
     }
 
     fn fsyncdir(
@@ -706,70 +612,19 @@ impl Filesystem for StrataFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        log::debug!(
-            "setxattr {} {:?} ({} bytes) {flags:#x}",
-            ino.0,
-            name,
-            value.len()
-        );
-        let (_, fs, local) = self.tree.route(id(ino));
-        let r = fs
-            .setxattr(local, name, value, flags)
-            .and_then(|_| match name == ACCESS_ACL {
-                true => fs.access_acl_set_by(local, &caller(req)),
-                false => Ok(()),
-            });
-        if name == ACCESS_ACL {
-            self.forget_attributes(ino);
-        }
-        done(reply, r)
+        self.set_xattr(req, ino, name, value, flags, reply)
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        near::follow(req.pid());
-        log::debug!("getxattr {} {:?} {size}", ino.0, name);
-        // `ls -l` asks for a directory's ACL and security label before it lists it, and then
-        // stats every entry: its listing should come with attributes from the first entry.
-        if name.as_bytes().starts_with(b"system.posix_acl_") || name == "security.selinux" {
-            self.uses_attributes(req.pid());
-        }
-        let (_, fs, local) = self.tree.route(id(ino));
-        match fs.getxattr(local, name) {
-            Ok(v) => xattr_reply(reply, size, &v),
-            // The kernel checks access by what this answers, and takes "not supported" (a
-            // layer on a filesystem without ACLs) for an error: such a file has no ACL.
-            Err(libc::EOPNOTSUPP) if self.posix_acl && crate::union::acl::is_acl_xattr(name) => {
-                reply.error(Errno::ENODATA)
-            }
-            Err(e) => reply.error(err(e)),
-        }
+        self.get_xattr(req, ino, name, size, reply)
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        near::follow(req.pid());
-        log::debug!("listxattr {} {size}", ino.0);
-        let (_, fs, local) = self.tree.route(id(ino));
-        match fs.listxattr(local) {
-            Ok(names) => {
-                let mut buf = Vec::new();
-                for n in names {
-                    buf.extend_from_slice(n.as_bytes());
-                    buf.push(0);
-                }
-                xattr_reply(reply, size, &buf)
-            }
-            Err(e) => reply.error(err(e)),
-        }
+        self.list_xattr(req, ino, size, reply)
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        log::debug!("removexattr {} {:?}", ino.0, name);
-        let (_, fs, local) = self.tree.route(id(ino));
-        let r = fs.removexattr(local, name);
-        if r.is_ok() && name == ACCESS_ACL {
-            self.forget_attributes(ino);
-        }
-        done(reply, r)
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.remove_xattr(req, ino, name, reply)
     }
 
     /// Only mounts without default_permissions get ACCESS: the kernel checks for the others.
