@@ -1,7 +1,7 @@
 //! Directories: how the kernel opens them, and which listings carry attributes.
 
 use fuser::{
-    Errno, FileHandle, FileType, FopenFlags, Generation, INodeNo, OpenFlags, ReplyDirectory,
+    Errno, FileHandle, FileType, FopenFlags, Generation, INodeNo, ReplyDirectory,
     ReplyDirectoryPlus, ReplyOpen, Request,
 };
 
@@ -15,13 +15,7 @@ impl StrataFs {
     /// directory itself or sees its mtime change; for grafts, which the host may change, it
     /// checks the mtime at every read from the start (FUSE_AUTO_INVAL_DATA, attributes never
     /// cached). Listings belong to directories, not to handles (`Union::listing`).
-    pub(super) fn open_directory(
-        &self,
-        req: &Request,
-        ino: INodeNo,
-        _flags: OpenFlags,
-        reply: ReplyOpen,
-    ) {
+    pub(super) fn open_directory(&self, req: &Request, ino: INodeNo, reply: ReplyOpen) {
         near::follow(req.pid());
         log::debug!("opendir {}", ino.0);
         if self.no_opendir {
@@ -48,7 +42,6 @@ impl StrataFs {
         &self,
         req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
@@ -86,7 +79,6 @@ impl StrataFs {
         &self,
         req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {

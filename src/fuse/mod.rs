@@ -545,30 +545,30 @@ impl Filesystem for StrataFs {
         done(reply, self.tree.route(id(ino)).1.fsync(fh.0, datasync))
     }
 
-    fn opendir(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        self.open_directory(req, ino, flags, reply)
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.open_directory(req, ino, reply)
     }
 
     fn readdir(
         &self,
         req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         reply: ReplyDirectory,
     ) {
-        self.list_directory(req, ino, fh, offset, reply)
+        self.list_directory(req, ino, offset, reply)
     }
 
     fn readdirplus(
         &self,
         req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         reply: fuser::ReplyDirectoryPlus,
     ) {
-        self.list_directory_plus(req, ino, fh, offset, reply)
+        self.list_directory_plus(req, ino, offset, reply)
     }
 
     fn fsyncdir(
@@ -623,8 +623,8 @@ impl Filesystem for StrataFs {
         self.list_xattr(req, ino, size, reply)
     }
 
-    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.remove_xattr(req, ino, name, reply)
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.remove_xattr(ino, name, reply)
     }
 
     /// Only mounts without default_permissions get ACCESS: the kernel checks for the others.

@@ -84,13 +84,7 @@ impl StrataFs {
         }
     }
 
-    pub(super) fn remove_xattr(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        name: &OsStr,
-        reply: ReplyEmpty,
-    ) {
+    pub(super) fn remove_xattr(&self, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         log::debug!("removexattr {} {:?}", ino.0, name);
         let (_, fs, local) = self.tree.route(id(ino));
         let r = fs.removexattr(local, name);
