@@ -1,4 +1,5 @@
-//! Links the C++ runtime that RocksDB needs statically.
+//! Links the C++ runtime that RocksDB needs statically, and keeps RocksDB's static
+//! initializers from running at every start.
 //!
 //! Every `strata` command is a short process (a mount, an umount, a `ps`), and with a shared
 //! libstdc++ the dynamic loader resolved some 2,300 symbols against it before main: about a
@@ -30,7 +31,16 @@ fn main() {
     // written by the loader at every start.
     println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     // The static initializers (.text.startup), cold code (.text.unlikely) and exit code
-    // (.text.exit) each kept together: a start faults in the pages of RocksDB's ~180
-    // initializers side by side instead of one page of code in each of its object files.
+    // (.text.exit) each kept together: RocksDB's initializers, when they run, fault in pages
+    // side by side instead of one page of code in each of its object files.
     println!("cargo:rustc-link-arg-bins=-Wl,-z,keep-text-section-prefix");
+    // RocksDB's ~170 static initializers build its option tables before main in every process,
+    // though only a daemon that opens an inode table and the verbs that keep records use
+    // RocksDB: some 2 ms of a `strata umount`. The linker script moves them to a table of
+    // their own, which crate::start::rocksdb_ready() runs before the first use. Tests link
+    // with it too, so they run the binary's code as it ships.
+    let script =
+        Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("link/rocksdb-init.ld");
+    println!("cargo:rerun-if-changed={}", script.display());
+    println!("cargo:rustc-link-arg=-Wl,-T,{}", script.display());
 }

@@ -52,6 +52,7 @@ pub fn open_db(dir: &Path, write_buffer: usize) -> Result<rocksdb::DB, rocksdb::
 }
 
 fn db_options(write_buffer: usize) -> rocksdb::Options {
+    crate::start::rocksdb_ready();
     let mut opts = rocksdb::Options::default();
     opts.create_if_missing(true);
     opts.set_compression_type(rocksdb::DBCompressionType::None);
