@@ -83,7 +83,7 @@ pub(crate) struct MountEntry {
 
 /// The mount table, oldest mount first.
 pub(crate) fn mount_table() -> Vec<MountEntry> {
-    let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let text = crate::sys::read_proc("/proc/self/mountinfo").unwrap_or_default();
     let opts = |s: &str| s.split(',').map(String::from).collect::<Vec<_>>();
     text.lines()
         .filter_map(|l| {
@@ -194,7 +194,9 @@ fn check(req: &MountRequest) -> Result<Layout> {
     }
     let mp = req.mountpoint.as_path();
     let mountpoint = canonical_dir("mountpoint", mp)?;
-    if mount_points().iter().any(|(p, _)| *p == mountpoint) {
+    let mounted = crate::sys::is_mount_root(&mountpoint)
+        .unwrap_or_else(|| mount_points().iter().any(|(p, _)| *p == mountpoint));
+    if mounted {
         bail!(
             "mountpoint {} is already a mount point",
             mountpoint.display()

@@ -64,15 +64,16 @@ fn probe_privileges(work: i32) -> (bool, bool) {
     if dev {
         let _ = crate::sys::unlinkat(work, name, false);
     }
-    let dir = crate::sys::mkdirat(work, name, 0o700).is_ok();
-    let mut trusted = false;
-    if dir {
-        if let Ok(p) = crate::sys::xattr_path(work, name) {
-            trusted =
-                crate::sys::lsetxattr(&p, OsStr::new("trusted.overlay.probe"), b"y", 0).is_ok();
+    // On the work directory itself, as kernel overlayfs probes its workdir: no directory to
+    // make and remove.
+    let probe = OsStr::new("trusted.overlay.strata.probe");
+    let trusted = crate::sys::xattr_path(work, OsStr::new("")).is_ok_and(|p| {
+        let ok = crate::sys::lsetxattr(&p, probe, b"y", 0).is_ok();
+        if ok {
+            let _ = crate::sys::lremovexattr(&p, probe);
         }
-        let _ = crate::sys::unlinkat(work, name, true);
-    }
+        ok
+    });
     (dev, trusted)
 }
 
@@ -92,7 +93,8 @@ pub(super) fn serve(layout: &Layout, source: Option<&str>, notify: Option<&Owned
             let (wfd, lock) = prepare_workdir(w)?;
             let (dev, trusted) = probe_privileges(wfd.as_raw_fd());
             let table = InodeTable::open(&w.join("strata").join("inodes"))?;
-            let upper = Layer::open(u).with_context(|| format!("upperdir {}", u.display()))?;
+            let upper =
+                Layer::open_upper(u).with_context(|| format!("upperdir {}", u.display()))?;
             (Some(upper), Some(wfd), table, Some(lock), dev, trusted)
         }
         _ => (None, None, InodeTable::in_memory(), None, false, false),

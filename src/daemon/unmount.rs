@@ -51,7 +51,7 @@ fn runtime_dir() -> Option<PathBuf> {
 
 /// The id that `uid` of this user namespace has in the initial one, from /proc/self/uid_map.
 fn outer_uid(uid: u32) -> Option<u32> {
-    let map = fs::read_to_string("/proc/self/uid_map").ok()?;
+    let map = crate::sys::read_proc("/proc/self/uid_map").ok()?;
     map.lines().find_map(|l| {
         let f: Vec<u64> = l
             .split_whitespace()

@@ -47,13 +47,18 @@ pub fn register(mountpoint: &Path, source: &str, control: Option<&Path>) -> Opti
     }
     let r = locked(|| {
         // Drop lines left by daemons that were killed: a later mount of another kind at
-        // the same path must not be handed to umount.strata.
-        let live: Vec<String> = super::mount_points()
-            .into_iter()
-            .filter(|(_, kind)| kind == "fuse.strata")
-            .map(|(p, _)| format!("TARGET={}", mangle(&p.to_string_lossy())))
-            .collect();
+        // the same path must not be handed to umount.strata. The mount table is read only
+        // when there are strata lines to check.
         let text = fs::read_to_string(FILE).unwrap_or_default();
+        let live: Vec<String> = if text.contains("helper=strata") {
+            super::mount_points()
+                .into_iter()
+                .filter(|(_, kind)| kind == "fuse.strata")
+                .map(|(p, _)| format!("TARGET={}", mangle(&p.to_string_lossy())))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut kept: String = text
             .lines()
             .filter(|l| {

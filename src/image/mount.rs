@@ -32,7 +32,7 @@ pub fn request(root: &Root, name: &str, dir: &Path) -> Result<MountRequest> {
 /// `strata-image:<short id>`.
 pub fn mounted_at(id: &str) -> Option<PathBuf> {
     let want = format!("strata-image:{}", super::ops::short(id));
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let text = crate::sys::read_proc("/proc/self/mountinfo").unwrap_or_default();
     text.lines().find_map(|l| {
         let f: Vec<&str> = l.split(' ').collect();
         let dash = f.iter().position(|x| *x == "-")?;

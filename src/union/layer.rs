@@ -58,7 +58,7 @@ pub fn is_private_xattr(name: &OsStr) -> bool {
 /// Does /proc/self/mountinfo say that mount `id` is idmapped (its per-mount options hold
 /// `idmapped`)?
 fn is_idmapped_mount(id: u64) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+    let Ok(info) = sys::read_proc("/proc/self/mountinfo") else {
         return false;
     };
     info.lines().any(|l| {
@@ -124,6 +124,14 @@ impl Layer {
             idmapped,
             recent: None,
         })
+    }
+
+    /// The upper layer: its owners are never taken as shown through an idmapped mount
+    /// (Union::mapped_by_mount asks only of lowers), so its mount is not looked up.
+    pub fn open_upper(path: &Path) -> std::io::Result<Layer> {
+        let root = sys::openat2(libc::AT_FDCWD, path, libc::O_PATH | libc::O_DIRECTORY, 0, 0)
+            .map_err(std::io::Error::from_raw_os_error)?;
+        Ok(Layer::from_root(path.to_path_buf(), root))
     }
 
     /// A layer at an fd opened elsewhere (a detached tmpfs).
