@@ -2,8 +2,12 @@
 //! module below is a directory of ../src, holding only the files the parsers need.
 #![allow(dead_code, unused_imports)]
 
-#[path = "../../src/sys.rs"]
-pub mod sys;
+// Through a directory module, so that sys.rs finds its own submodules (src/sys/xattr.rs).
+#[path = "../../src"]
+pub mod src {
+    pub mod sys;
+}
+pub use src::sys;
 
 #[path = "../../src/daemon"]
 pub mod daemon {
@@ -19,6 +23,13 @@ pub mod volume {
 pub mod union {
     pub mod idmap;
     pub mod layer;
+
+    /// The ACL entry tags src/union/idmap.rs maps, as src/union/acl.rs (which needs the whole
+    /// union) defines them.
+    pub mod acl {
+        pub const USER: u16 = 0x02;
+        pub const GROUP: u16 = 0x08;
+    }
 
     /// What the tar unpacker takes from the union's xattr module (src/union/xattr.rs, which
     /// needs the whole union): its override xattr, written as that module writes it.
