@@ -51,11 +51,9 @@ mod tests {
             "only {} static initializers set aside: is link/rocksdb-init.ld still linked?",
             deferred().len()
         );
-        let dir = std::env::temp_dir().join(format!("strata-deferred-{}", std::process::id()));
-        let db = crate::inode::open_db(&dir, 1 << 20).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::inode::open_db(dir.path(), 1 << 20).unwrap();
         db.put(b"k", b"v").unwrap();
         assert_eq!(db.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
-        drop(db);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -340,7 +340,7 @@ pub fn read_proc(path: &str) -> std::io::Result<String> {
 /// Is `path` the root of a mount (statx STATX_ATTR_MOUNT_ROOT, Linux 5.8)? None where the
 /// kernel does not say.
 pub fn is_mount_root(path: &Path) -> Option<bool> {
-    let c = CString::new(path.as_os_str().as_bytes()).ok()?;
+    let c = cstr(path.as_os_str()).ok()?;
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
     let r = unsafe { libc::statx(libc::AT_FDCWD, c.as_ptr(), 0, 0, &mut stx) };
     let bit = libc::STATX_ATTR_MOUNT_ROOT as u64;

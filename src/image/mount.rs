@@ -32,12 +32,10 @@ pub fn request(root: &Root, name: &str, dir: &Path) -> Result<MountRequest> {
 /// `strata-image:<short id>`.
 pub fn mounted_at(id: &str) -> Option<PathBuf> {
     let want = format!("strata-image:{}", super::ops::short(id));
-    let text = crate::sys::read_proc("/proc/self/mountinfo").unwrap_or_default();
-    text.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(' ').collect();
-        let dash = f.iter().position(|x| *x == "-")?;
-        (f.get(dash + 2) == Some(&want.as_str())).then(|| PathBuf::from(f.get(4).unwrap_or(&"")))
-    })
+    crate::daemon::mount_table()
+        .into_iter()
+        .find(|e| e.source == want)
+        .map(|e| e.point)
 }
 
 /// A path inside a `-o` value: `\`, `:` and `,` escaped with a backslash, as overlayfs takes it.

@@ -114,16 +114,12 @@ impl AsRawFd for DirRef {
 }
 
 impl Layer {
+    /// A lower layer (or a graft's source): as the upper, and seen through an idmapped mount
+    /// or not.
     pub fn open(path: &Path) -> std::io::Result<Layer> {
-        let root = sys::openat2(libc::AT_FDCWD, path, libc::O_PATH | libc::O_DIRECTORY, 0, 0)
-            .map_err(std::io::Error::from_raw_os_error)?;
-        let idmapped = sys::mount_id(root.as_raw_fd()).is_some_and(is_idmapped_mount);
-        Ok(Layer {
-            path: path.to_path_buf(),
-            root,
-            idmapped,
-            recent: None,
-        })
+        let mut layer = Layer::open_upper(path)?;
+        layer.idmapped = sys::mount_id(layer.root.as_raw_fd()).is_some_and(is_idmapped_mount);
+        Ok(layer)
     }
 
     /// The upper layer: its owners are never taken as shown through an idmapped mount
